@@ -1,0 +1,44 @@
+import { readFileSync } from 'node:fs';
+import { TaskError } from '@swarm-node/tasks';
+import { Command, CommanderError } from 'commander';
+import { tasksCommand } from './commands/tasks.js';
+
+const { version } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as {
+  version: string;
+};
+
+/** Exit codes: 0 success, 1 failure at run time, 2 bad usage (flags, values). */
+export const EXIT_USAGE = 2;
+
+export function createProgram(): Command {
+  return new Command('swarm-node')
+    .description('A peer-to-peer swarm reinforcement-learning node: gossip rollouts, not gradients.')
+    .version(version)
+    .addCommand(tasksCommand());
+}
+
+/** Runs the command line and resolves to the process exit code. */
+export async function main(argv: readonly string[]): Promise<number> {
+  const program = createProgram();
+  program.exitOverride();
+  for (const command of program.commands) exitOverrideAll(command);
+  try {
+    await program.parseAsync(argv);
+    return 0;
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      // Help and version exit with 0; commander already printed its message.
+      return error.exitCode === 0 ? 0 : EXIT_USAGE;
+    }
+    if (error instanceof TaskError) {
+      console.error(`error: ${error.message}`);
+      return EXIT_USAGE;
+    }
+    throw error;
+  }
+}
+
+function exitOverrideAll(command: Command): void {
+  command.exitOverride();
+  for (const child of command.commands) exitOverrideAll(child);
+}
