@@ -1,0 +1,279 @@
+/**
+ * The policy: a decoder-only causal transformer over token ids, readable top to bottom.
+ *
+ *   tokens ─► token embedding + position embedding
+ *          ─► layers × [ x + attention(layerNorm(x)),  x + mlp(layerNorm(x)) ]
+ *          ─► layerNorm ─► head ─► logits over the vocabulary
+ *
+ * Written so that the same graph trains fast on every tfjs backend (docs/BENCHMARKS.md):
+ * - every matrix product goes through `matmul`, whose backward pass transposes explicitly and then
+ *   multiplies untransposed operands; tfjs's own gradient asks for transposed products, which the
+ *   wasm backend runs 10-25x slower (off XNNPACK's fast path);
+ * - embeddings are one-hot rows times the table, so their gradient is a matrix product too, not
+ *   the UnsortedSegmentSum kernel that wasm lacks.
+ * `graph: 'naive'` swaps both back to tfjs's defaults, for the benchmark and the equivalence test.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+// tfjs-core's Node build registers no gradients; the union package's Node bundle does, into the
+// same (deduplicated) tfjs-core.
+import '@tensorflow/tfjs';
+
+export interface PolicyConfig {
+  vocabSize: number;
+  /** Longest sequence (prompt + completion) the model reads. */
+  contextLength: number;
+  layers: number;
+  dModel: number;
+  heads: number;
+  /** Hidden width of each MLP as a multiple of dModel. */
+  mlpRatio: number;
+}
+
+/** The benchmark's reference size: 2 layers, d_model 128, 4 heads, context 64, byte vocabulary. */
+export const REFERENCE_CONFIG: PolicyConfig = {
+  vocabSize: 259,
+  contextLength: 64,
+  layers: 2,
+  dModel: 128,
+  heads: 4,
+  mlpRatio: 4,
+};
+
+export type GraphKind = 'fast' | 'naive';
+
+/** Keys and values of every layer for the positions seen so far: [batch, heads, seen, headSize]. */
+export type KVCache = {
+  keys: tf.Tensor4D[];
+  values: tf.Tensor4D[];
+};
+
+const NEG_INF = -1e9;
+
+// ---- the two operations that make the graph fast everywhere ---------------------------------
+
+const swapLastTwo = (x: tf.Tensor) => {
+  const order = x.shape.map((_, i) => i);
+  order.splice(-2, 2, order.length - 1, order.length - 2);
+  return tf.transpose(x, order);
+};
+
+/** a·b (2-D or batched); gradients are untransposed products of explicit transposes. */
+const fastMatmul = tf.customGrad(((a: tf.Tensor, b: tf.Tensor, save: tf.GradSaveFunc) => {
+  save([a, b]);
+  return {
+    value: tf.matMul(a as tf.Tensor2D, b as tf.Tensor2D),
+    gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+      const [sa, sb] = saved as [tf.Tensor, tf.Tensor];
+      return [
+        tf.matMul(dy as tf.Tensor2D, swapLastTwo(sb) as tf.Tensor2D),
+        tf.matMul(swapLastTwo(sa) as tf.Tensor2D, dy as tf.Tensor2D),
+      ];
+    },
+  };
+}) as unknown as Parameters<typeof tf.customGrad>[0]);
+
+// ---- parameters -------------------------------------------------------------------------------
+
+/** Parameter names and shapes, in a fixed order (checkpoints and the optimizer rely on it). */
+export function parameterShapes(config: PolicyConfig): Map<string, number[]> {
+  const { vocabSize: v, contextLength: t, dModel: d, mlpRatio } = config;
+  const shapes = new Map<string, number[]>([
+    ['tokenEmbedding', [v, d]],
+    ['positionEmbedding', [t, d]],
+  ]);
+  for (let l = 0; l < config.layers; l++) {
+    for (const [name, shape] of [
+      ['ln1.gain', [d]],
+      ['ln1.bias', [d]],
+      ['attn.qkv.weight', [d, 3 * d]],
+      ['attn.qkv.bias', [3 * d]],
+      ['attn.out.weight', [d, d]],
+      ['attn.out.bias', [d]],
+      ['ln2.gain', [d]],
+      ['ln2.bias', [d]],
+      ['mlp.in.weight', [d, mlpRatio * d]],
+      ['mlp.in.bias', [mlpRatio * d]],
+      ['mlp.out.weight', [mlpRatio * d, d]],
+      ['mlp.out.bias', [d]],
+    ] as const) {
+      shapes.set(`layer${l}.${name}`, [...shape]);
+    }
+  }
+  shapes.set('lnFinal.gain', [d]);
+  shapes.set('lnFinal.bias', [d]);
+  shapes.set('head.weight', [d, v]);
+  return shapes;
+}
+
+export function validateConfig(config: PolicyConfig): void {
+  const positive = ['vocabSize', 'contextLength', 'layers', 'dModel', 'heads', 'mlpRatio'] as const;
+  for (const key of positive) {
+    if (!Number.isInteger(config[key]) || config[key] < 1) {
+      throw new RangeError(`policy config ${key} must be a positive integer, got ${String(config[key])}`);
+    }
+  }
+  if (config.dModel % config.heads !== 0) {
+    throw new RangeError(`policy config dModel (${config.dModel}) must be divisible by heads (${config.heads})`);
+  }
+}
+
+export class Policy {
+  readonly config: PolicyConfig;
+  /** Trainable parameters by name, in parameterShapes order. */
+  readonly params: Map<string, tf.Variable>;
+  readonly graph: GraphKind;
+  readonly #matmul: (a: tf.Tensor, b: tf.Tensor) => tf.Tensor;
+
+  /** A fresh model: GPT-2 style init (normal 0.02, residual projections scaled by depth), seeded. */
+  static create(config: PolicyConfig, options: { seed: number; graph?: GraphKind }): Policy {
+    validateConfig(config);
+    const residualStd = 0.02 / Math.sqrt(2 * config.layers);
+    const init = new Map<string, tf.Tensor>();
+    let index = 0;
+    for (const [name, shape] of parameterShapes(config)) {
+      const seed = options.seed * 1000 + index++;
+      if (name.endsWith('.gain')) init.set(name, tf.ones(shape));
+      else if (name.endsWith('.bias')) init.set(name, tf.zeros(shape));
+      else init.set(name, tf.randomNormal(shape, 0, name.endsWith('out.weight') ? residualStd : 0.02, 'float32', seed));
+    }
+    const policy = new Policy(config, init, options.graph ?? 'fast');
+    for (const tensor of init.values()) tensor.dispose();
+    return policy;
+  }
+
+  /** A model from given tensors (e.g. a checkpoint); copies them into variables, the caller keeps its tensors. */
+  constructor(config: PolicyConfig, weights: ReadonlyMap<string, tf.Tensor>, graph: GraphKind = 'fast') {
+    validateConfig(config);
+    this.config = { ...config };
+    this.graph = graph;
+    this.#matmul =
+      graph === 'fast' ? (a, b) => fastMatmul(a, b) : (a, b) => tf.matMul(a as tf.Tensor2D, b as tf.Tensor2D);
+    this.params = new Map();
+    for (const [name, shape] of parameterShapes(config)) {
+      const tensor = weights.get(name);
+      if (tensor === undefined) throw new RangeError(`missing parameter ${name}`);
+      if (tensor.shape.join() !== shape.join()) {
+        throw new RangeError(`parameter ${name} has shape [${tensor.shape}], the config needs [${shape}]`);
+      }
+      this.params.set(name, tf.variable(tensor, true));
+    }
+  }
+
+  parameterCount(): number {
+    let total = 0;
+    for (const p of this.params.values()) total += p.size;
+    return total;
+  }
+
+  dispose(): void {
+    for (const p of this.params.values()) p.dispose();
+  }
+
+  #p(name: string): tf.Variable {
+    return this.params.get(name) as tf.Variable;
+  }
+
+  // ---- the forward pass -----------------------------------------------------------------------
+
+  /**
+   * Hidden states for `tokens` [batch, steps] at `positions` [batch, steps], attending to the
+   * cached keys/values (if any) and then to each other causally. `keyBias` [batch, 1, 1, seen +
+   * steps] adds -1e9 for keys that are padding. Returns the final hidden states [batch, steps,
+   * dModel] and the cache extended by these steps.
+   */
+  forward(
+    tokens: tf.Tensor2D,
+    positions: tf.Tensor2D,
+    cache?: KVCache,
+    keyBias?: tf.Tensor4D,
+  ): { hidden: tf.Tensor3D; cache: KVCache } {
+    const [batch, steps] = tokens.shape;
+    const { dModel: d, heads, vocabSize, contextLength } = this.config;
+    const headSize = d / heads;
+    const seen = cache?.keys[0]?.shape[2] ?? 0;
+
+    // Embeddings as one-hot rows times the tables: [batch*steps, d].
+    const tokenRows = tf.oneHot(tf.reshape(tokens, [-1]) as tf.Tensor1D, vocabSize);
+    const positionRows = tf.oneHot(tf.reshape(positions, [-1]) as tf.Tensor1D, contextLength);
+    let x = tf.add(
+      this.#matmul(tokenRows, this.#p('tokenEmbedding')),
+      this.#matmul(positionRows, this.#p('positionEmbedding')),
+    );
+
+    // Query step i may see every cached key and new keys 0..i; padding keys are hidden by keyBias.
+    const causal = tf.concat(
+      [tf.zeros([steps, seen]), tf.mul(tf.sub(1, tf.linalg.bandPart(tf.ones([steps, steps]), -1, 0)), NEG_INF)],
+      1,
+    );
+    const bias = keyBias === undefined ? causal : tf.add(causal, keyBias);
+
+    const newCache: KVCache = { keys: [], values: [] };
+    for (let l = 0; l < this.config.layers; l++) {
+      const at = (name: string) => this.#p(`layer${l}.${name}`);
+
+      // Attention: project to q, k, v; split heads; softmax(q·kᵀ/√headSize + bias)·v.
+      const qkv = tf.add(
+        this.#matmul(layerNorm(x, at('ln1.gain'), at('ln1.bias')), at('attn.qkv.weight')),
+        at('attn.qkv.bias'),
+      );
+      const [q, k, v] = tf
+        .split(qkv, 3, 1)
+        .map((part) => tf.transpose(tf.reshape(part, [batch, steps, heads, headSize]), [0, 2, 1, 3])) as [
+        tf.Tensor4D,
+        tf.Tensor4D,
+        tf.Tensor4D,
+      ];
+      const keys = cache === undefined ? k : tf.concat([cache.keys[l] as tf.Tensor4D, k], 2);
+      const values = cache === undefined ? v : tf.concat([cache.values[l] as tf.Tensor4D, v], 2);
+      newCache.keys.push(keys);
+      newCache.values.push(values);
+      const scores = tf.add(tf.mul(this.#matmul(q, swapLastTwo(keys)), 1 / Math.sqrt(headSize)), bias);
+      const attended = this.#matmul(tf.softmax(scores), values); // [batch, heads, steps, headSize]
+      const merged = tf.reshape(tf.transpose(attended, [0, 2, 1, 3]), [batch * steps, d]);
+      x = tf.add(x, tf.add(this.#matmul(merged, at('attn.out.weight')), at('attn.out.bias')));
+
+      // MLP: d → mlpRatio·d → d with GELU.
+      const hidden = gelu(
+        tf.add(this.#matmul(layerNorm(x, at('ln2.gain'), at('ln2.bias')), at('mlp.in.weight')), at('mlp.in.bias')),
+      );
+      x = tf.add(x, tf.add(this.#matmul(hidden, at('mlp.out.weight')), at('mlp.out.bias')));
+    }
+    const final = layerNorm(x, this.#p('lnFinal.gain'), this.#p('lnFinal.bias'));
+    return { hidden: tf.reshape(final, [batch, steps, d]), cache: newCache };
+  }
+
+  /** Logits over the vocabulary for hidden states [batch, steps, d] → [batch, steps, vocab]. */
+  logits(hidden: tf.Tensor3D): tf.Tensor3D {
+    const [batch, steps, d] = hidden.shape;
+    const flat = this.#matmul(tf.reshape(hidden, [batch * steps, d]), this.#p('head.weight'));
+    return tf.reshape(flat, [batch, steps, this.config.vocabSize]);
+  }
+
+  /**
+   * log π(targets[b, t] | tokens[b, ..t]) for every position: [batch, steps]. Sequences start at
+   * position 0 (right padding only); the caller masks padded positions out.
+   */
+  tokenLogProbs(tokens: tf.Tensor2D, targets: tf.Tensor2D): tf.Tensor2D {
+    const [batch, steps] = tokens.shape;
+    if (steps > this.config.contextLength) {
+      throw new RangeError(
+        `sequence of ${steps} tokens is longer than the model's context of ${this.config.contextLength}`,
+      );
+    }
+    const positions = tf.tile(tf.expandDims(tf.range(0, steps, 1, 'int32'), 0), [batch, 1]) as tf.Tensor2D;
+    const logProbs = tf.logSoftmax(this.logits(this.forward(tokens, positions).hidden));
+    // Pick each target's log-prob with a one-hot mask (gather's gradient needs UnsortedSegmentSum).
+    return tf.sum(tf.mul(logProbs, tf.oneHot(targets, this.config.vocabSize)), -1) as tf.Tensor2D;
+  }
+}
+
+function layerNorm(x: tf.Tensor, gain: tf.Tensor, bias: tf.Tensor): tf.Tensor {
+  const { mean, variance } = tf.moments(x, -1, true);
+  return tf.add(tf.mul(tf.div(tf.sub(x, mean), tf.sqrt(tf.add(variance, 1e-5))), gain), bias);
+}
+
+/** GELU, tanh approximation (as in GPT-2). */
+function gelu(x: tf.Tensor): tf.Tensor {
+  const inner = tf.mul(Math.sqrt(2 / Math.PI), tf.add(x, tf.mul(0.044715, tf.mul(x, tf.mul(x, x)))));
+  return tf.mul(tf.mul(0.5, x), tf.add(1, tf.tanh(inner)));
+}

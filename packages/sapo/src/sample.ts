@@ -1,0 +1,213 @@
+/**
+ * Batched generation: G completions of one prompt (or several prompts at once) with a KV cache,
+ * temperature, top-k and top-p, stopping at EOS or the context length.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import { uniformFloat64 } from 'pure-rand/distribution/uniformFloat64';
+import { mersenne } from 'pure-rand/generator/mersenne';
+import type { RandomGenerator } from 'pure-rand/types/RandomGenerator';
+import type { KVCache, Policy } from './model.js';
+
+export interface SampleOptions {
+  /** Most tokens to generate per row (EOS included); rows also stop at the context length. */
+  maxNewTokens: number;
+  /** Seeds the sampler: the same seed, model and prompts give the same completions. */
+  seed: number;
+  /** Softmax temperature; 0 means greedy. Default 1. */
+  temperature?: number;
+  /** Keep only the k most likely tokens; 0 (default) keeps all. */
+  topK?: number;
+  /** Keep the smallest set of most likely tokens whose probability reaches p; 1 (default) keeps all. */
+  topP?: number;
+  /** Reuse keys/values of earlier positions (default). False recomputes the whole sequence each step: the benchmark's baseline. */
+  kvCache?: boolean;
+}
+
+export interface Completion {
+  /** Generated ids, ending with EOS when `finished`. */
+  tokens: number[];
+  /** log π(token) under the policy itself (temperature 1, no truncation), one per token. */
+  logProbs: number[];
+  /** True when the row ended with EOS, false when it ran out of tokens or context. */
+  finished: boolean;
+}
+
+export function generate(
+  policy: Policy,
+  prompts: readonly (readonly number[])[],
+  options: SampleOptions,
+): Completion[] {
+  const { contextLength, vocabSize } = policy.config;
+  if (prompts.length === 0) throw new RangeError('generate needs at least one prompt');
+  if (!Number.isInteger(options.maxNewTokens) || options.maxNewTokens < 1) {
+    throw new RangeError(`maxNewTokens must be a positive integer, got ${options.maxNewTokens}`);
+  }
+  for (const prompt of prompts) {
+    if (prompt.length === 0 || prompt.length >= contextLength) {
+      throw new RangeError(
+        `a prompt of ${prompt.length} tokens leaves no room in the model's context of ${contextLength}`,
+      );
+    }
+    if (prompt.some((id) => !Number.isInteger(id) || id < 0 || id >= vocabSize)) {
+      throw new RangeError(`prompt token ids must be integers in [0, ${vocabSize})`);
+    }
+  }
+  const rng = mersenne(options.seed);
+  const eos = vocabSize - 1;
+  const pad = prompts[0]?.[0] ?? 0; // any id: padded positions are masked out of attention
+  const width = Math.max(...prompts.map((p) => p.length));
+  const padCount = prompts.map((p) => width - p.length);
+  const budget = prompts.map((p) => Math.min(options.maxNewTokens, contextLength - p.length));
+  const rows: Completion[] = prompts.map(() => ({ tokens: [], logProbs: [], finished: false }));
+  const done = (r: number) =>
+    (rows[r] as Completion).finished || (rows[r] as Completion).tokens.length >= (budget[r] as number);
+
+  // Left padding: every prompt ends at column width-1, padded keys get -1e9 in every query's scores.
+  const sequences = prompts.map((p, r) => [...new Array<number>(padCount[r] as number).fill(pad), ...p]);
+  const keyBias = (columns: number) =>
+    tf.tensor4d(
+      sequences.flatMap((_, r) => Array.from({ length: columns }, (_, j) => (j < (padCount[r] as number) ? -1e9 : 0))),
+      [prompts.length, 1, 1, columns],
+    );
+  const positionsOf = (from: number, to: number) =>
+    tf.tensor2d(
+      sequences.flatMap((_, r) =>
+        Array.from({ length: to - from }, (_, i) => Math.max(0, from + i - (padCount[r] as number))),
+      ),
+      [prompts.length, to - from],
+      'int32',
+    );
+
+  let cache: KVCache | undefined;
+  let logits = lastLogits(policy, sequences, 0, positionsOf(0, width), keyBias(width));
+  for (let step = 0; rows.some((_, r) => !done(r)); step++) {
+    rows.forEach((row, r) => {
+      const next = done(r) ? pad : pick(logits[r] as Float32Array, options, rng, row);
+      (sequences[r] as number[]).push(next);
+      if (next === eos) row.finished = true;
+    });
+    if (!rows.some((_, r) => !done(r))) break;
+    const length = width + step + 1;
+    if (options.kvCache === false) {
+      logits = lastLogits(policy, sequences, 0, positionsOf(0, length), keyBias(length));
+    } else {
+      if (cache === undefined) cache = prefill(policy, sequences, width, positionsOf(0, width), keyBias(width));
+      const result = tf.tidy(() => {
+        const out = policy.forward(
+          tf.tensor2d(
+            sequences.map((s) => s[length - 1] as number),
+            [prompts.length, 1],
+            'int32',
+          ),
+          positionsOf(length - 1, length),
+          cache,
+          keyBias(length),
+        );
+        return { logits: tf.squeeze(policy.logits(out.hidden), [1]) as tf.Tensor2D, cache: out.cache };
+      });
+      disposeCache(cache);
+      cache = result.cache;
+      logits = rowsOf(result.logits);
+    }
+  }
+  if (cache !== undefined) disposeCache(cache);
+  return rows;
+}
+
+/** Keys and values of the prompt columns, kept for the steps that follow. */
+function prefill(
+  policy: Policy,
+  sequences: number[][],
+  width: number,
+  positions: tf.Tensor2D,
+  bias: tf.Tensor4D,
+): KVCache {
+  const cache = tf.tidy(() => {
+    const tokens = tf.tensor2d(
+      sequences.map((s) => s.slice(0, width)),
+      undefined,
+      'int32',
+    );
+    return policy.forward(tokens, positions, undefined, bias).cache;
+  });
+  positions.dispose();
+  bias.dispose();
+  return cache;
+}
+
+/** Logits at the last column of the sequences [from, end), one Float32Array per row. */
+function lastLogits(
+  policy: Policy,
+  sequences: number[][],
+  from: number,
+  positions: tf.Tensor2D,
+  bias: tf.Tensor4D,
+): Float32Array[] {
+  const logits = tf.tidy(() => {
+    const tokens = tf.tensor2d(
+      sequences.map((s) => s.slice(from)),
+      undefined,
+      'int32',
+    );
+    const hidden = policy.forward(tokens, positions, undefined, bias).hidden;
+    const last = tf.slice(hidden, [0, hidden.shape[1] - 1, 0], [-1, 1, -1]) as tf.Tensor3D;
+    return tf.squeeze(policy.logits(last), [1]) as tf.Tensor2D;
+  });
+  positions.dispose();
+  bias.dispose();
+  return rowsOf(logits);
+}
+
+function rowsOf(logits: tf.Tensor2D): Float32Array[] {
+  const [batch, vocab] = logits.shape;
+  const data = logits.dataSync() as Float32Array;
+  logits.dispose();
+  return Array.from({ length: batch }, (_, r) => data.subarray(r * vocab, (r + 1) * vocab));
+}
+
+function disposeCache(cache: KVCache): void {
+  for (const t of [...cache.keys, ...cache.values]) t.dispose();
+}
+
+/** Samples one token from a row of logits and records its log-probability under the policy. */
+function pick(logits: Float32Array, options: SampleOptions, rng: RandomGenerator, row: Completion): number {
+  const logProbs = logSoftmax(logits, 1);
+  const temperature = options.temperature ?? 1;
+  let token: number;
+  if (temperature === 0) {
+    token = logits.indexOf(Math.max(...logits));
+  } else {
+    const order = Array.from(logits.keys()).sort((a, b) => (logits[b] as number) - (logits[a] as number));
+    const scaled = logSoftmax(logits, temperature);
+    const k = options.topK !== undefined && options.topK > 0 ? Math.min(options.topK, order.length) : order.length;
+    const topP = options.topP ?? 1;
+    const kept: number[] = [];
+    let mass = 0;
+    for (const id of order.slice(0, k)) {
+      kept.push(id);
+      mass += Math.exp(scaled[id] as number);
+      if (mass >= topP) break;
+    }
+    let u = uniformFloat64(rng) * mass;
+    token = kept[kept.length - 1] as number;
+    for (const id of kept) {
+      u -= Math.exp(scaled[id] as number);
+      if (u < 0) {
+        token = id;
+        break;
+      }
+    }
+  }
+  row.tokens.push(token);
+  row.logProbs.push(logProbs[token] as number);
+  return token;
+}
+
+function logSoftmax(logits: Float32Array, temperature: number): Float64Array {
+  let max = Number.NEGATIVE_INFINITY;
+  for (const value of logits) max = Math.max(max, value / temperature);
+  let sum = 0;
+  for (const value of logits) sum += Math.exp(value / temperature - max);
+  const logSum = max + Math.log(sum);
+  return Float64Array.from(logits, (value) => value / temperature - logSum);
+}
