@@ -1,0 +1,122 @@
+import { createRequire } from 'node:module';
+import * as tf from '@tensorflow/tfjs-core';
+import { describe, expect, it } from 'vitest';
+import {
+  BACKEND_NAMES,
+  type BackendInfo,
+  BackendUnavailableError,
+  describeBackend,
+  parseBackendName,
+  selectBackend,
+  UnknownBackendError,
+} from '../src/backend.js';
+import { SapoError } from '../src/errors.js';
+
+// These expectations hold where the optional TensorFlow packages are absent (they need network to
+// install); where one is installed, auto rightly picks it and these cases are skipped.
+const require = createRequire(import.meta.url);
+const installed = (pkg: string) => {
+  try {
+    require.resolve(pkg);
+    return true;
+  } catch {
+    return false;
+  }
+};
+const noTensorflow = !installed('@tensorflow/tfjs-node') && !installed('@tensorflow/tfjs-node-gpu');
+
+async function matMulOn(backend: 'cpu' | 'wasm'): Promise<Float32Array> {
+  await selectBackend({ backend });
+  const a = tf.tensor2d([0.5, -1.25, 2, 3.5, 0.125, -4, 1, 2, 3], [3, 3]);
+  const b = tf.tensor2d([1.5, 0, -2, 0.25, 3, 1, -1, 0.75, 2], [3, 3]);
+  const product = tf.matMul(a, b);
+  const values = (await product.data()) as Float32Array;
+  tf.dispose([a, b, product]);
+  return values;
+}
+
+describe('selectBackend', () => {
+  it.runIf(noTensorflow)('auto picks wasm here and notes why both TensorFlow backends were skipped', async () => {
+    const info = await selectBackend();
+    expect(info).toMatchObject({ name: 'wasm', tfBackend: 'wasm', gpu: false, threads: false });
+    expect(tf.getBackend()).toBe('wasm');
+    expect(typeof info.simd).toBe('boolean');
+    expect(info.notes).toHaveLength(2);
+    expect(info.notes[0]).toMatch(/^tensorflow-gpu: not installed \(@tensorflow\/tfjs-node-gpu .*CUDA 11\.2/);
+    expect(info.notes[1]).toMatch(/^tensorflow: not installed \(@tensorflow\/tfjs-node /);
+    expect(describeBackend(info)).toBe(
+      `wasm (${info.simd ? 'SIMD' : 'no SIMD'}, 1 thread) — no GPU: tensorflow-gpu not installed, tensorflow not installed`,
+    );
+    expect(await selectBackend({ backend: 'auto' })).toEqual(info);
+  });
+
+  it('cpu and wasm both work and agree on a matMul', async () => {
+    const onCpu = await matMulOn('cpu');
+    expect(tf.getBackend()).toBe('cpu');
+    const onWasm = await matMulOn('wasm');
+    expect(tf.getBackend()).toBe('wasm');
+    expect(onWasm).toHaveLength(9);
+    onWasm.forEach((value, i) => {
+      expect(value).toBeCloseTo(onCpu[i] ?? Number.NaN, 5);
+    });
+  });
+
+  it('an explicit backend is the only one tried, and it says so', async () => {
+    expect(await selectBackend({ backend: 'cpu' })).toEqual({ name: 'cpu', tfBackend: 'cpu', gpu: false, notes: [] });
+    expect(describeBackend(await selectBackend({ backend: 'cpu' }))).toBe('cpu (pure JS)');
+    const wasm = await selectBackend({ backend: 'wasm' });
+    expect(wasm.notes).toEqual([]);
+    expect(describeBackend(wasm)).toMatch(/^wasm \((no )?SIMD, 1 thread\)$/);
+  });
+
+  it.runIf(noTensorflow)(
+    'an explicit TensorFlow backend that is missing throws BACKEND_UNAVAILABLE with a hint',
+    async () => {
+      const error = await selectBackend({ backend: 'tensorflow' }).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(BackendUnavailableError);
+      expect(error).toBeInstanceOf(SapoError);
+      expect(error).toMatchObject({ code: 'BACKEND_UNAVAILABLE', backend: 'tensorflow' });
+      expect((error as Error).message).toMatch(/^backend tensorflow cannot be used: not installed .*--backend wasm$/);
+      await expect(selectBackend({ backend: 'tensorflow-gpu' })).rejects.toThrow(
+        /install @tensorflow\/tfjs-node-gpu with CUDA 11\.2 and cuDNN 8\.1, or use --backend wasm/,
+      );
+    },
+  );
+
+  it('an unknown backend throws UNKNOWN_BACKEND listing the valid names', async () => {
+    const error = await selectBackend({ backend: 'webgl' as 'auto' }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(UnknownBackendError);
+    expect(error).toMatchObject({
+      code: 'UNKNOWN_BACKEND',
+      message: 'unknown backend "webgl"; valid backends: auto, tensorflow-gpu, tensorflow, wasm, cpu',
+    });
+  });
+});
+
+describe('parseBackendName', () => {
+  it.each([...BACKEND_NAMES, 'auto'])('accepts %s', (name) => {
+    expect(parseBackendName(name)).toBe(name);
+  });
+
+  it('ignores case and surrounding spaces', () => {
+    expect(parseBackendName(' WASM ')).toBe('wasm');
+  });
+
+  it.each(['', 'gpu', 'tensorflow_gpu', 'webgpu'])('rejects %j', (text) => {
+    expect(() => parseBackendName(text)).toThrow(UnknownBackendError);
+    expect(() => parseBackendName(text)).toThrow(/valid backends: auto, tensorflow-gpu, tensorflow, wasm, cpu/);
+  });
+});
+
+describe('describeBackend', () => {
+  it('names a GPU, and what TensorFlow on the CPU skipped', () => {
+    const gpu: BackendInfo = { name: 'tensorflow-gpu', tfBackend: 'tensorflow', gpu: true, notes: [] };
+    expect(describeBackend(gpu)).toBe('tensorflow-gpu (GPU)');
+    const note =
+      'tensorflow-gpu: loaded, but TensorFlow sees no GPU device (CUDA 11.2/cuDNN 8.1 missing?) — running TensorFlow on the CPU';
+    const onCpu: BackendInfo = { name: 'tensorflow', tfBackend: 'tensorflow', gpu: false, notes: [note] };
+    expect(describeBackend(onCpu)).toBe(
+      'tensorflow (CPU) — no GPU: tensorflow-gpu loaded, but TensorFlow sees no GPU device',
+    );
+  });
+});
