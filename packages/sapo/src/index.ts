@@ -4,6 +4,27 @@
  * it learns from text and rewards.
  */
 export {
+  BACKEND_NAMES,
+  type BackendInfo,
+  type BackendName,
+  BackendUnavailableError,
+  describeBackend,
+  parseBackendName,
+  type SelectBackendOptions,
+  selectBackend,
+  UnknownBackendError,
+} from './backend.js';
+export {
+  type Checkpoint,
+  type CheckpointExpectation,
+  decodeCheckpoint,
+  encodeCheckpoint,
+  latestCheckpoint,
+  loadCheckpoint,
+  saveCheckpoint,
+} from './checkpoint.js';
+export { CheckpointError, SapoError } from './errors.js';
+export {
   type GraphKind,
   type KVCache,
   Policy,
@@ -16,6 +37,7 @@ export { type Completion, generate, type SampleOptions } from './sample.js';
 export {
   type Batch,
   buildBatch,
+  clipByGlobalNorm,
   DEFAULT_SAPO_OPTIONS,
   groupAdvantages,
   groupProblem,
@@ -28,4 +50,5 @@ export {
   sapoLoss,
   selectGroups,
 } from './sapo.js';
+export { EMBEDDED_MODEL_PATH, learnerCheckpoint, restoreLearner } from './state.js';
 export { ByteTokenizer, type Tokenizer, TokenizerError } from './tokenizer.js';

@@ -224,6 +224,13 @@ export function sapoLoss(
 
 // ---- (6) the step --------------------------------------------------------------------------
 
+/** Gradients scaled by min(1, maxNorm / ‖g‖), ‖g‖ being the L2 norm of all of them together; and ‖g‖. */
+export function clipByGlobalNorm(gradients: tf.Tensor[], maxNorm: number): { clipped: tf.Tensor[]; norm: tf.Scalar } {
+  const norm = tf.sqrt(tf.addN(gradients.map((g) => tf.sum(tf.square(g))))) as tf.Scalar;
+  const scale = tf.minimum(1, tf.div(maxNorm, tf.add(norm, 1e-6)));
+  return { clipped: gradients.map((g) => tf.mul(g, scale)), norm };
+}
+
 export interface StepReport {
   /** False when no group had signal (nothing to learn from); the policy is unchanged. */
   updated: boolean;
@@ -243,9 +250,10 @@ export class SapoLearner {
   readonly optimizer: tf.AdamOptimizer;
   readonly #rng: RandomGenerator;
   readonly #reference: Map<string, tf.Tensor> | null;
-  #steps = 0;
+  #steps: number;
 
-  constructor(policy: Policy, tokenizer: Tokenizer, options: Partial<SapoOptions> = {}) {
+  /** `steps` is the count already taken, when resuming from a checkpoint. */
+  constructor(policy: Policy, tokenizer: Tokenizer, options: Partial<SapoOptions> = {}, steps = 0) {
     this.options = Object.freeze({ ...DEFAULT_SAPO_OPTIONS, ...options });
     const { localGroups, externalGroups, passes, epsLow, epsHigh, beta, learningRate, maxGradNorm } = this.options;
     for (const [name, value] of Object.entries({ localGroups, externalGroups, passes })) {
@@ -265,6 +273,7 @@ export class SapoLearner {
     }
     this.policy = policy;
     this.tokenizer = tokenizer;
+    this.#steps = steps;
     this.optimizer = tf.train.adam(learningRate, 0.9, 0.999, 1e-8);
     this.#rng = mersenne(this.options.seed);
     this.#reference = beta > 0 ? new Map([...policy.params].map(([name, p]) => [name, tf.clone(p)])) : null;
@@ -285,39 +294,31 @@ export class SapoLearner {
     if (batch === null) return report;
 
     const variables = [...this.policy.params.values()];
-    // (4) π_old: this policy before the update, on every row — local and external alike.
-    const oldLogProbs = tf.tidy(() => this.policy.tokenLogProbs(batch.tokens, batch.targets));
     const refLogProbs = this.#reference === null ? undefined : this.#referenceLogProbs(batch);
     const tokens = tf.sum(batch.mask);
     report.tokens = tokens.dataSync()[0] as number;
     tokens.dispose();
+    let oldLogProbs: tf.Tensor2D | undefined;
     for (let pass = 0; pass < this.options.passes; pass++) {
       tf.tidy(() => {
-        const { value, grads } = tf.variableGrads(
-          () =>
-            sapoLoss(
-              this.policy.tokenLogProbs(batch.tokens, batch.targets),
-              oldLogProbs,
-              batch.advantages,
-              batch.mask,
-              {
-                ...this.options,
-                ...(refLogProbs === undefined ? {} : { refLogProbs }),
-              },
-            ),
-          variables,
-        );
-        const ordered = variables.map((v) => grads[v.name] as tf.Tensor);
-        const norm = tf.sqrt(tf.addN(ordered.map((g) => tf.sum(tf.square(g)))));
-        const scale = tf.minimum(1, tf.div(this.options.maxGradNorm, tf.add(norm, 1e-6)));
-        this.optimizer.applyGradients(
-          variables.map((v, i) => ({ name: v.name, tensor: tf.mul(ordered[i] as tf.Tensor, scale) })),
-        );
+        const { value, grads } = tf.variableGrads(() => {
+          const newLogProbs = this.policy.tokenLogProbs(batch.tokens, batch.targets);
+          // (4) π_old is this policy before the update, on every row, local and external alike:
+          // exactly what the first pass computes, kept as a constant (no gradient) for every pass.
+          oldLogProbs ??= tf.keep(tf.tensor2d(newLogProbs.dataSync() as Float32Array, newLogProbs.shape));
+          return sapoLoss(newLogProbs, oldLogProbs, batch.advantages, batch.mask, {
+            ...this.options,
+            ...(refLogProbs === undefined ? {} : { refLogProbs }),
+          });
+        }, variables);
+        const gradients = variables.map((v) => grads[v.name] as tf.Tensor);
+        const { clipped, norm } = clipByGlobalNorm(gradients, this.options.maxGradNorm);
+        this.optimizer.applyGradients(variables.map((v, i) => ({ name: v.name, tensor: clipped[i] as tf.Tensor })));
         report.losses.push(value.dataSync()[0] as number);
         report.gradNorms.push(norm.dataSync()[0] as number);
       });
     }
-    tf.dispose([oldLogProbs, refLogProbs ?? [], batch.tokens, batch.targets, batch.mask, batch.advantages]);
+    tf.dispose([oldLogProbs ?? [], refLogProbs ?? [], batch.tokens, batch.targets, batch.mask, batch.advantages]);
     report.updated = true;
     this.#steps++;
     return report;

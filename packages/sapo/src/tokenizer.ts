@@ -3,6 +3,8 @@
  * every peer's text with its own tokenizer (peers' models may differ), so this is the only
  * place where text meets the model.
  */
+import { SapoError } from './errors.js';
+
 export interface Tokenizer {
   /** Stored in checkpoints; a checkpoint only loads with the tokenizer it was trained with. */
   readonly id: string;
@@ -18,8 +20,11 @@ export interface Tokenizer {
   decode(ids: readonly number[]): string;
 }
 
-export class TokenizerError extends Error {
-  readonly code = 'UNENCODABLE_TEXT';
+/** Text the tokenizer cannot encode without changing it (code UNENCODABLE_TEXT). */
+export class TokenizerError extends SapoError {
+  constructor(message: string) {
+    super('UNENCODABLE_TEXT', message);
+  }
 }
 
 const NEWLINE = 10;

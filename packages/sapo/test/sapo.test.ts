@@ -204,7 +204,7 @@ describe('the SAPO step', () => {
       externalGroups: 0,
       passes: 2,
     });
-    const isLetter = (id: number | undefined) => (id !== undefined && id >= 97 && id <= 122 ? 1 : 0);
+    const isLetter = (id: number | undefined): number => (id !== undefined && id >= 97 && id <= 122 ? 1 : 0);
     const meanReward = (step: number) => {
       const groups = ['a', 'b', 'c', 'd'].map((prompt, i) => {
         const outs = generate(policy, new Array(8).fill(tokenizer.encodePrompt(prompt)), {
