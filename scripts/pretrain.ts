@@ -33,6 +33,7 @@ export const BASE_CONFIG: PolicyConfig = {
 };
 /** How often each difficulty is drawn: mostly easy, some medium. */
 const DIFFICULTY_WEIGHTS = [6, 3, 1];
+const TOTAL_WEIGHT = DIFFICULTY_WEIGHTS.reduce((a, b) => a + b, 0);
 
 const { values } = parseArgs({
   options: {
@@ -58,11 +59,12 @@ const optimizer = tf.train.adam(learningRate);
 const variables = [...policy.params.values()];
 const rng = new Rng(seed);
 const pickDifficulty = () => {
-  let u = rng.int(
-    1,
-    DIFFICULTY_WEIGHTS.reduce((a, b) => a + b, 0),
-  );
-  return DIFFICULTY_WEIGHTS.findIndex((w) => (u -= w) <= 0) + 1;
+  let u = rng.int(1, TOTAL_WEIGHT);
+  for (const [index, weight] of DIFFICULTY_WEIGHTS.entries()) {
+    u -= weight;
+    if (u <= 0) return index + 1;
+  }
+  return DIFFICULTY_WEIGHTS.length;
 };
 
 const started = performance.now();

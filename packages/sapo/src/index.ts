@@ -33,7 +33,7 @@ export {
   REFERENCE_CONFIG,
   validateConfig,
 } from './model.js';
-export { type Completion, generate, type SampleOptions } from './sample.js';
+export { type Completion, generate, generateText, type SampleOptions, type TextCompletion } from './sample.js';
 export {
   type Batch,
   buildBatch,

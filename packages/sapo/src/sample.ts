@@ -7,6 +7,7 @@ import { uniformFloat64 } from 'pure-rand/distribution/uniformFloat64';
 import { mersenne } from 'pure-rand/generator/mersenne';
 import type { RandomGenerator } from 'pure-rand/types/RandomGenerator';
 import type { KVCache, Policy } from './model.js';
+import type { Tokenizer } from './tokenizer.js';
 
 export interface SampleOptions {
   /** Most tokens to generate per row (EOS included); rows also stop at the context length. */
@@ -32,6 +33,27 @@ export interface Completion {
   finished: boolean;
 }
 
+export interface TextCompletion extends Completion {
+  /** The generated text, decoded up to EOS. */
+  text: string;
+}
+
+/** Completions of text prompts: encodes them, generates, and decodes the results. */
+export function generateText(
+  policy: Policy,
+  tokenizer: Tokenizer,
+  prompts: readonly string[],
+  options: SampleOptions,
+): TextCompletion[] {
+  const completions = generate(
+    policy,
+    prompts.map((prompt) => tokenizer.encodePrompt(prompt)),
+    options,
+  );
+  return completions.map((completion) => ({ ...completion, text: tokenizer.decode(completion.tokens) }));
+}
+
+/** Completions of prompts given as token ids (batched; rows may differ in length). */
 export function generate(
   policy: Policy,
   prompts: readonly (readonly number[])[],

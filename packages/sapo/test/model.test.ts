@@ -3,7 +3,7 @@ import '@tensorflow/tfjs-backend-cpu';
 import '@tensorflow/tfjs-backend-wasm';
 import { describe, expect, it } from 'vitest';
 import { Policy, type PolicyConfig, parameterShapes } from '../src/model.js';
-import { generate } from '../src/sample.js';
+import { generate, generateText } from '../src/sample.js';
 import { sapoLoss } from '../src/sapo.js';
 import { ByteTokenizer, TokenizerError } from '../src/tokenizer.js';
 
@@ -148,6 +148,14 @@ describe('bad input to the model', () => {
     expect(() => policy.tokenLogProbs(tf.zeros([1, 13], 'int32'), tf.zeros([1, 13], 'int32'))).toThrow(
       /longer than the model's context/,
     );
+    policy.dispose();
+  });
+
+  it('generates text from text prompts, decoded up to EOS', () => {
+    const policy = Policy.create({ ...TINY, contextLength: 16 }, { seed: 6 });
+    const [first] = generateText(policy, tokenizer, ['a', 'bc'], { maxNewTokens: 5, seed: 1 });
+    expect(first?.text).toBe(tokenizer.decode(first?.tokens ?? []));
+    expect(() => generateText(policy, tokenizer, ['\ud800'], { maxNewTokens: 5, seed: 1 })).toThrow(TokenizerError);
     policy.dispose();
   });
 
