@@ -9,14 +9,22 @@
  * (neither all right nor all wrong): the groups SAPO can learn from.
  */
 import { parseArgs } from 'node:util';
-import { ByteTokenizer, generate, loadCheckpoint, Policy, type PolicyConfig, selectBackend } from '@swarm-node/sapo';
+import {
+  ByteTokenizer,
+  EMBEDDED_MODEL_PATH,
+  generate,
+  loadCheckpoint,
+  Policy,
+  type PolicyConfig,
+  selectBackend,
+} from '@swarm-node/sapo';
 import { FAMILIES } from '@swarm-node/tasks';
 
 const { values } = parseArgs({
   options: {
     checkpoint: {
       type: 'string',
-      default: new URL('../packages/sapo/models/base.safetensors', import.meta.url).pathname,
+      default: EMBEDDED_MODEL_PATH,
     },
     tasks: { type: 'string', default: '32' },
     samples: { type: 'string', default: '8' },

@@ -15,22 +15,15 @@ import {
   ByteTokenizer,
   buildBatch,
   clipByGlobalNorm,
+  EMBEDDED_CONFIG,
+  EMBEDDED_MODEL_PATH,
   encodeCheckpoint,
   Policy,
-  type PolicyConfig,
   selectBackend,
 } from '@swarm-node/sapo';
 import { FAMILIES, Rng } from '@swarm-node/tasks';
 import * as tf from '@tensorflow/tfjs-core';
 
-export const BASE_CONFIG: PolicyConfig = {
-  vocabSize: 259,
-  contextLength: 160,
-  layers: 2,
-  dModel: 128,
-  heads: 4,
-  mlpRatio: 4,
-};
 /** How often each difficulty is drawn: mostly easy, some medium. */
 const DIFFICULTY_WEIGHTS = [6, 3, 1];
 const TOTAL_WEIGHT = DIFFICULTY_WEIGHTS.reduce((a, b) => a + b, 0);
@@ -42,7 +35,7 @@ const { values } = parseArgs({
     'learning-rate': { type: 'string', default: '0.001' },
     seed: { type: 'string', default: '1' },
     backend: { type: 'string', default: 'wasm' },
-    out: { type: 'string', default: new URL('../packages/sapo/models/base.safetensors', import.meta.url).pathname },
+    out: { type: 'string', default: EMBEDDED_MODEL_PATH },
   },
 });
 const steps = Number(values.steps);
@@ -54,7 +47,7 @@ const backend = await selectBackend({ backend: values.backend as 'wasm' });
 console.log(`backend ${backend.name}; ${steps} steps of ${batchSize} tasks; seed ${seed}`);
 
 const tokenizer = new ByteTokenizer();
-const policy = Policy.create(BASE_CONFIG, { seed });
+const policy = Policy.create({ ...EMBEDDED_CONFIG }, { seed });
 const optimizer = tf.train.adam(learningRate);
 const variables = [...policy.params.values()];
 const rng = new Rng(seed);
@@ -76,7 +69,7 @@ for (let step = 1; step <= steps; step++) {
     const task = family.generate(rng.int(0, 0x7fff_ffff), pickDifficulty());
     return { prompt: task.prompt, completions: [task.answer], rewards: [1] };
   });
-  const batch = buildBatch(groups, tokenizer, BASE_CONFIG.contextLength);
+  const batch = buildBatch(groups, tokenizer, EMBEDDED_CONFIG.contextLength);
   if (batch === null) continue;
   const loss = tf.tidy(() => {
     const { value, grads } = tf.variableGrads(() => {
@@ -101,7 +94,7 @@ for (let step = 1; step <= steps; step++) {
 
 const bytes = await encodeCheckpoint({
   step: 0, // SAPO steps taken: none yet; the pre-training steps are in the metadata
-  config: { ...BASE_CONFIG },
+  config: { ...EMBEDDED_CONFIG },
   tokenizer: tokenizer.id,
   weights: new Map(policy.params),
   optimizer: new Map(),

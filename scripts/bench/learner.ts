@@ -71,7 +71,7 @@ for (const name of values.backends.split(',') as BackendName[]) {
   try {
     info = await selectBackend({ backend: name });
   } catch (error) {
-    console.log(`${name}: not available (${(error as Error).message.split(';')[0]})\n`);
+    console.log(`${name}: not available: ${(error as { reason?: string }).reason ?? (error as Error).message}\n`);
     continue;
   }
   const steps = name === 'cpu' ? 1 : 5;

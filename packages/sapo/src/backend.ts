@@ -137,6 +137,8 @@ async function attempt(name: BackendName): Promise<Chosen | Skipped> {
  */
 export async function selectBackend(options: SelectBackendOptions = {}): Promise<BackendInfo> {
   const choice = parseBackendName(options.backend ?? 'auto');
+  // Production mode silences tfjs's "install our node backend" banner: the notes say what runs and why.
+  tf.env().set('PROD', true);
   const notes: string[] = [];
   for (const name of choice === 'auto' ? BACKEND_NAMES : [choice]) {
     const result = await attempt(name);

@@ -25,6 +25,7 @@ export {
 } from './checkpoint.js';
 export { CheckpointError, SapoError } from './errors.js';
 export {
+  defaultGraph,
   type GraphKind,
   type KVCache,
   Policy,
@@ -50,5 +51,5 @@ export {
   sapoLoss,
   selectGroups,
 } from './sapo.js';
-export { EMBEDDED_MODEL_PATH, learnerCheckpoint, restoreLearner } from './state.js';
+export { EMBEDDED_CONFIG, EMBEDDED_MODEL_PATH, learnerCheckpoint, restoreLearner } from './state.js';
 export { ByteTokenizer, type Tokenizer, TokenizerError } from './tokenizer.js';

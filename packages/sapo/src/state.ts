@@ -16,6 +16,16 @@ const ITERATIONS = 'adam/iterations';
 /** The shipped base model (docs/MODEL.md), made by `npm run pretrain`. */
 export const EMBEDDED_MODEL_PATH = fileURLToPath(new URL('../models/base.safetensors', import.meta.url));
 
+/** Its architecture: contexts up to 160 bytes fit every built-in task's prompt and answer. */
+export const EMBEDDED_CONFIG: Readonly<PolicyConfig> = Object.freeze({
+  vocabSize: 259,
+  contextLength: 160,
+  layers: 2,
+  dModel: 128,
+  heads: 4,
+  mlpRatio: 4,
+});
+
 /**
  * The learner's state. Tensors are the live ones (weights, Adam's moments) plus one new scalar
  * for the iteration count: encode or save it, then call `release` on the result.
