@@ -100,8 +100,9 @@ export function generate(
       'int32',
     );
 
-  let cache: KVCache | undefined;
-  let logits = lastLogits(policy, sequences, 0, positionsOf(0, width), keyBias(width));
+  // Read the prompts once: the last column's logits pick the first token, the keys and values
+  // are the cache. Without the cache, every step reads the whole sequence again.
+  let { logits, cache } = readAll(policy, sequences, positionsOf(0, width), keyBias(width));
   for (let step = 0; rows.some((_, r) => !done(r)); step++) {
     rows.forEach((row, r) => {
       const next = done(r) ? pad : pick(logits[r] as Float32Array, options, rng, row);
@@ -110,74 +111,44 @@ export function generate(
     });
     if (!rows.some((_, r) => !done(r))) break;
     const length = width + step + 1;
+    const previous = cache;
     if (options.kvCache === false) {
-      logits = lastLogits(policy, sequences, 0, positionsOf(0, length), keyBias(length));
+      ({ logits, cache } = readAll(policy, sequences, positionsOf(0, length), keyBias(length)));
     } else {
-      if (cache === undefined) cache = prefill(policy, sequences, width, positionsOf(0, width), keyBias(width));
       const result = tf.tidy(() => {
-        const out = policy.forward(
-          tf.tensor2d(
-            sequences.map((s) => s[length - 1] as number),
-            [prompts.length, 1],
-            'int32',
-          ),
-          positionsOf(length - 1, length),
-          cache,
-          keyBias(length),
+        const newest = tf.tensor2d(
+          sequences.map((s) => s[length - 1] as number),
+          [prompts.length, 1],
+          'int32',
         );
+        const out = policy.forward(newest, positionsOf(length - 1, length), previous, keyBias(length));
         return { logits: tf.squeeze(policy.logits(out.hidden), [1]) as tf.Tensor2D, cache: out.cache };
       });
-      disposeCache(cache);
-      cache = result.cache;
       logits = rowsOf(result.logits);
+      cache = result.cache;
     }
+    disposeCache(previous);
   }
-  if (cache !== undefined) disposeCache(cache);
+  disposeCache(cache);
   return rows;
 }
 
-/** Keys and values of the prompt columns, kept for the steps that follow. */
-function prefill(
+/** One forward pass over whole sequences: the last column's logits (a Float32Array per row) and every key and value. */
+function readAll(
   policy: Policy,
   sequences: number[][],
-  width: number,
   positions: tf.Tensor2D,
   bias: tf.Tensor4D,
-): KVCache {
-  const cache = tf.tidy(() => {
-    const tokens = tf.tensor2d(
-      sequences.map((s) => s.slice(0, width)),
-      undefined,
-      'int32',
-    );
-    return policy.forward(tokens, positions, undefined, bias).cache;
-  });
-  positions.dispose();
-  bias.dispose();
-  return cache;
-}
-
-/** Logits at the last column of the sequences [from, end), one Float32Array per row. */
-function lastLogits(
-  policy: Policy,
-  sequences: number[][],
-  from: number,
-  positions: tf.Tensor2D,
-  bias: tf.Tensor4D,
-): Float32Array[] {
-  const logits = tf.tidy(() => {
-    const tokens = tf.tensor2d(
-      sequences.map((s) => s.slice(from)),
-      undefined,
-      'int32',
-    );
-    const hidden = policy.forward(tokens, positions, undefined, bias).hidden;
+): { logits: Float32Array[]; cache: KVCache } {
+  const result = tf.tidy(() => {
+    const tokens = tf.tensor2d(sequences, undefined, 'int32');
+    const { hidden, cache } = policy.forward(tokens, positions, undefined, bias);
     const last = tf.slice(hidden, [0, hidden.shape[1] - 1, 0], [-1, 1, -1]) as tf.Tensor3D;
-    return tf.squeeze(policy.logits(last), [1]) as tf.Tensor2D;
+    return { logits: tf.squeeze(policy.logits(last), [1]) as tf.Tensor2D, cache };
   });
   positions.dispose();
   bias.dispose();
-  return rowsOf(logits);
+  return { logits: rowsOf(result.logits), cache: result.cache };
 }
 
 function rowsOf(logits: tf.Tensor2D): Float32Array[] {
