@@ -47,6 +47,8 @@ export interface SapoOptions {
   maxGradNorm: number;
   /** Seeds the uniform draw of external groups. Default 0. */
   seed: number;
+  /** Drop zero-signal groups before the mix (default). False keeps them, counted: the ablation. */
+  zeroSignalFilter: boolean;
 }
 
 export const DEFAULT_SAPO_OPTIONS: Readonly<SapoOptions> = Object.freeze({
@@ -59,6 +61,7 @@ export const DEFAULT_SAPO_OPTIONS: Readonly<SapoOptions> = Object.freeze({
   learningRate: 1e-4,
   maxGradNorm: 1,
   seed: 0,
+  zeroSignalFilter: true,
 });
 
 // ---- (1) advantages and (2) the zero-signal filter -----------------------------------------
@@ -100,21 +103,23 @@ export interface SelectionCounts {
 
 /**
  * The groups one step learns from: the first I usable local groups and J drawn uniformly, without
- * replacement, from the usable external ones. Zero-signal and unusable groups are dropped first.
+ * replacement, from the usable external ones. Unusable groups are dropped first, and so are
+ * zero-signal ones unless `zeroSignalFilter` is false (the ablation: they then take batch slots).
  */
 export function selectGroups(
   local: readonly RolloutGroup[],
   external: readonly RolloutGroup[],
-  counts: { localGroups: number; externalGroups: number },
+  counts: { localGroups: number; externalGroups: number; zeroSignalFilter?: boolean },
   rng: RandomGenerator,
 ): { groups: RolloutGroup[]; counts: SelectionCounts } {
+  const filter = counts.zeroSignalFilter ?? true;
   const tally: SelectionCounts = { local: 0, external: 0, zeroSignal: { local: 0, external: 0 }, skipped: {} };
   const usable = (groups: readonly RolloutGroup[], side: 'local' | 'external') =>
     groups.filter((group) => {
       const problem = groupProblem(group);
       if (problem !== null) tally.skipped[problem] = (tally.skipped[problem] ?? 0) + 1;
       else if (!hasSignal(group.rewards)) tally.zeroSignal[side]++;
-      return problem === null && hasSignal(group.rewards);
+      return problem === null && (!filter || hasSignal(group.rewards));
     });
   const chosenLocal = usable(local, 'local').slice(0, counts.localGroups);
   const pool = usable(external, 'external');

@@ -118,6 +118,18 @@ describe('the zero-signal filter and the I/J mix', () => {
     expect(counts.zeroSignal).toEqual({ local: 2, external: 1 });
   });
 
+  it('keeps zero-signal groups, still counted, when the filter is off (the ablation)', () => {
+    const local = [group('a', [1, 1, 1]), group('b', [0, 1, 0])];
+    const { groups, counts } = selectGroups(
+      local,
+      [],
+      { localGroups: 4, externalGroups: 0, zeroSignalFilter: false },
+      mersenne(1),
+    );
+    expect(groups.map((g) => g.prompt)).toEqual(['a', 'b']);
+    expect(counts.zeroSignal).toEqual({ local: 1, external: 0 });
+  });
+
   it('counts unusable groups instead of failing: size 1, NaN or infinite rewards, mismatched lengths', () => {
     const bad = [
       group('one', [1]),
