@@ -7,8 +7,9 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { saveCheckpoint } from '../src/checkpoint.js';
 import { CheckpointError } from '../src/errors.js';
 import { Policy, type PolicyConfig } from '../src/model.js';
+import { generateText } from '../src/sample.js';
 import { type RolloutGroup, SapoLearner } from '../src/sapo.js';
-import { learnerCheckpoint, restoreLearner } from '../src/state.js';
+import { EMBEDDED_CONFIG, EMBEDDED_MODEL_PATH, learnerCheckpoint, restoreLearner } from '../src/state.js';
 import { ByteTokenizer, type Tokenizer } from '../src/tokenizer.js';
 
 const TINY: PolicyConfig = { vocabSize: 259, contextLength: 16, layers: 1, dModel: 16, heads: 2, mlpRatio: 2 };
@@ -63,5 +64,20 @@ describe('learner state in a checkpoint', () => {
     expect(error).toBeInstanceOf(CheckpointError);
     expect((error as CheckpointError).code).toBe('CHECKPOINT_TRUNCATED');
     expect((error as Error).message).toMatch(/refusing to start from a fresh model/);
+  });
+
+  it('ships the embedded base model: it loads as the embedded config, untrained by SAPO, and answers', async () => {
+    const learner = await restoreLearner(EMBEDDED_MODEL_PATH, tokenizer, {}, { ...EMBEDDED_CONFIG });
+    expect(learner.steps).toBe(0);
+    expect(learner.policy.parameterCount()).toBe(483_584);
+    const [completion] = generateText(learner.policy, tokenizer, ['Count a in abaab'], {
+      maxNewTokens: 8,
+      seed: 1,
+      temperature: 0,
+    });
+    expect(completion?.finished).toBe(true);
+    expect(completion?.text).toMatch(/^\d+$/);
+    learner.dispose();
+    learner.policy.dispose();
   });
 });
