@@ -1,0 +1,20 @@
+/**
+ * @swarm-node/roles: what a swarm-node does — propose tasks, solve them, evaluate its own and
+ * peers' rollouts — and the round loop that composes the three, over a small transport interface.
+ */
+export { type Checked, Evaluator, type EvaluatorOptions } from './evaluator.js';
+export { MemoryNetwork, type MemoryNetworkOptions } from './memory-transport.js';
+export {
+  deriveSeed,
+  LIMITS,
+  type ProposedTask,
+  type RolloutMessage,
+  rolloutMessageProblem,
+  type TaskMessage,
+  taskMessageProblem,
+  taskProblem,
+} from './messages.js';
+export { Proposer, type ProposerOptions } from './proposer.js';
+export { RoundLoop, type RoundLoopOptions, type RoundMetrics } from './round-loop.js';
+export { type SolvedGroup, solve, TaskPool } from './solver.js';
+export type { Handler, Topic, Topics, Transport, Verdict } from './transport.js';

@@ -1,0 +1,102 @@
+/**
+ * What nodes say to each other, before any encoding: a proposed task and a group of rollouts.
+ * Every field of a message from a peer is checked here before anything else reads it.
+ */
+import { createHash } from 'node:crypto';
+import type { TaskSpec } from '@swarm-node/tasks';
+
+/** A task as proposed: its spec, bound to who proposed it, in which round, as which of that round's tasks. */
+export interface ProposedTask extends TaskSpec {
+  proposer: string;
+  round: number;
+  /** Position among the proposer's tasks of that round; part of the seed derivation. */
+  index: number;
+}
+
+export interface TaskMessage {
+  task: ProposedTask;
+  /** Milliseconds since the epoch, on the sender's clock. */
+  time: number;
+}
+
+/** G completions of one task by one producer, with the rewards the producer claims. */
+export interface RolloutMessage {
+  task: ProposedTask;
+  producer: string;
+  /** The producer's round when it sampled. */
+  round: number;
+  /** Optimizer steps the producer's policy had taken when it sampled. */
+  policyVersion: number;
+  time: number;
+  completions: string[];
+  rewards: number[];
+}
+
+export const LIMITS = Object.freeze({
+  /** Longest peer id accepted. */
+  peerIdLength: 128,
+  /** Group sizes a rollout may carry. */
+  minGroupSize: 2,
+  maxGroupSize: 64,
+  /** Longest completion accepted, in UTF-16 code units. */
+  completionLength: 2048,
+  /** Tasks a proposer may publish per round (bounds `index`). */
+  tasksPerRound: 64,
+});
+
+/**
+ * The seed of a proposer's `index`-th task in `round`: the first 32 bits of SHA-256 over the
+ * three. A peer cannot pick seeds (say, ones it has memorised answers for); seeds of a round exist
+ * only once the round is current, and the staleness bound keeps rounds current.
+ */
+export function deriveSeed(proposer: string, round: number, index: number): number {
+  return createHash('sha256')
+    .update(`swarm-node/task-seed/v1\n${proposer}\n${round}\n${index}`)
+    .digest()
+    .readUInt32BE(0);
+}
+
+/** Why a message is unusable (a schema violation: the sender broke the protocol), or null. */
+export function taskProblem(task: unknown): string | null {
+  if (!isRecord(task)) return 'task-not-an-object';
+  if (typeof task.family !== 'string' || task.family.length === 0 || task.family.length > 64) return 'bad-family';
+  for (const key of ['seed', 'difficulty', 'generatorVersion', 'round', 'index'] as const) {
+    if (!Number.isSafeInteger(task[key]) || (task[key] as number) < 0) return `bad-${key}`;
+  }
+  if ((task.index as number) >= LIMITS.tasksPerRound) return 'bad-index';
+  if (!isPeerId(task.proposer)) return 'bad-proposer';
+  if (task.seed !== deriveSeed(task.proposer as string, task.round as number, task.index as number))
+    return 'seed-not-bound';
+  return null;
+}
+
+export function taskMessageProblem(message: unknown): string | null {
+  if (!isRecord(message)) return 'not-an-object';
+  if (!Number.isFinite(message.time)) return 'bad-time';
+  return taskProblem(message.task);
+}
+
+export function rolloutMessageProblem(message: unknown): string | null {
+  if (!isRecord(message)) return 'not-an-object';
+  const problem = taskProblem(message.task);
+  if (problem !== null) return problem;
+  if (!isPeerId(message.producer)) return 'bad-producer';
+  if (!Number.isSafeInteger(message.round) || (message.round as number) < 0) return 'bad-round';
+  if (!Number.isSafeInteger(message.policyVersion) || (message.policyVersion as number) < 0)
+    return 'bad-policy-version';
+  if (!Number.isFinite(message.time)) return 'bad-time';
+  const { completions, rewards } = message;
+  if (!Array.isArray(completions) || !Array.isArray(rewards) || completions.length !== rewards.length)
+    return 'malformed-group';
+  if (completions.length < LIMITS.minGroupSize || completions.length > LIMITS.maxGroupSize) return 'bad-group-size';
+  if (!completions.every((c) => typeof c === 'string')) return 'malformed-group';
+  if (completions.some((c: string) => c.length > LIMITS.completionLength)) return 'completion-too-long';
+  if (!rewards.every((r) => typeof r === 'number' && r >= 0 && r <= 1)) return 'reward-out-of-range';
+  return null;
+}
+
+const isRecord = (value: unknown): value is Record<string, unknown> =>
+  typeof value === 'object' && value !== null && !Array.isArray(value);
+
+const isPeerId = (value: unknown): value is string =>
+  typeof value === 'string' && value.length > 0 && value.length <= LIMITS.peerIdLength;

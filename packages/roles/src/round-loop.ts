@@ -1,0 +1,272 @@
+/**
+ * The round loop: a node's heartbeat, composing the three roles over a transport.
+ *
+ *   propose → solve → evaluate → publish → (peers' rollouts arrive, checked, buffered) →
+ *   filter + SAPO step on I local + J external groups → periodic checkpoint → one metrics record
+ *
+ * There is no swarm-wide barrier: every rollout carries its producer, round, policy version and
+ * time, and the evaluator's staleness bound, the bounded external buffer and the task pool's age
+ * limit keep what a node learns from recent.
+ */
+import {
+  learnerCheckpoint,
+  type RolloutGroup,
+  type SampleOptions,
+  type SapoLearner,
+  type StepReport,
+  saveCheckpoint,
+} from '@swarm-node/sapo';
+import { FAMILIES, TaskError } from '@swarm-node/tasks';
+import { mersenne } from 'pure-rand/generator/mersenne';
+import type { RandomGenerator } from 'pure-rand/types/RandomGenerator';
+import { Evaluator } from './evaluator.js';
+import { type ProposedTask, type RolloutMessage, taskMessageProblem } from './messages.js';
+import { Proposer, type ProposerOptions } from './proposer.js';
+import { solve, TaskPool } from './solver.js';
+import type { Transport, Verdict } from './transport.js';
+
+export interface RoundLoopOptions {
+  transport: Transport;
+  learner: SapoLearner;
+  /** Task families this node proposes. Default: every built-in family. */
+  families?: readonly string[];
+  /** G: completions sampled per task. Default 8. */
+  groupSize?: number;
+  /** Tasks solved per round. Default: the learner's I (localGroups), at least 1. */
+  tasksPerRound?: number;
+  /** Sampling settings. Default temperature 1, 48 new tokens. */
+  sampling?: Partial<Omit<SampleOptions, 'seed'>>;
+  /** Peers' groups kept for learning, newest first. Default 256. */
+  externalBufferSize?: number;
+  /** Tasks and rollouts older than this are dropped. Default 10 minutes. */
+  maxAgeMs?: number;
+  proposer?: Omit<ProposerOptions, 'families'>;
+  /** Save the learner every `every` rounds into `dir`, keeping `keep` files. */
+  checkpoint?: { dir: string; every: number; keep?: number };
+  /** Seeds task draws and sampling. Default 0. */
+  seed?: number;
+  /** The clock (ms). Default Date.now. */
+  now?: () => number;
+}
+
+export interface RoundMetrics {
+  node: string;
+  round: number;
+  time: number;
+  policyVersion: number;
+  /** Mean reward of this round's own completions, overall and by family; null when it solved nothing. */
+  reward: number | null;
+  passRateByFamily: Record<string, number>;
+  groups: {
+    local: number;
+    localUsed: number;
+    externalUsed: number;
+    zeroSignal: { local: number; external: number };
+    externalBuffered: number;
+    skipped: Record<string, number>;
+  };
+  /** Verdicts on peers' messages since the last record, by reason. */
+  received: { tasks: Record<string, number>; rollouts: Record<string, number> };
+  bytes: { sent: number; received: number };
+  learner: Pick<StepReport, 'updated' | 'tokens' | 'losses' | 'gradNorms'>;
+  proposer: ReturnType<Proposer['state']>;
+  seconds: { solve: number; learn: number };
+}
+
+interface Buffered {
+  group: RolloutGroup;
+  time: number;
+}
+
+export class RoundLoop {
+  readonly transport: Transport;
+  readonly learner: SapoLearner;
+  readonly proposer: Proposer;
+  readonly evaluator: Evaluator;
+  readonly pool: TaskPool;
+  readonly #options: Required<Omit<RoundLoopOptions, 'checkpoint' | 'proposer'>> & Pick<RoundLoopOptions, 'checkpoint'>;
+  readonly #rng: RandomGenerator;
+  readonly #external: Buffered[] = [];
+  #taskVerdicts: Record<string, number> = {};
+  #lastRollouts: Record<string, number> = {};
+  #round = 0;
+
+  constructor(options: RoundLoopOptions) {
+    this.#options = {
+      families: FAMILIES.map((f) => f.name),
+      groupSize: 8,
+      tasksPerRound: Math.max(1, options.learner.options.localGroups),
+      sampling: {},
+      externalBufferSize: 256,
+      maxAgeMs: 600_000,
+      seed: 0,
+      now: Date.now,
+      ...options,
+    };
+    if (!Number.isInteger(this.#options.groupSize) || this.#options.groupSize < 2) {
+      throw new RangeError('groupSize must be an integer of at least 2: a group of one has no advantage');
+    }
+    this.transport = options.transport;
+    this.learner = options.learner;
+    this.proposer = new Proposer(this.transport.peerId, {
+      tasksPerRound: this.#options.tasksPerRound,
+      ...options.proposer,
+      families: this.#options.families,
+    });
+    this.evaluator = new Evaluator({ maxAgeMs: this.#options.maxAgeMs });
+    this.pool = new TaskPool();
+    this.#rng = mersenne(this.#options.seed);
+    this.transport.subscribe('tasks', (message, from) => this.#onTask(message, from));
+    this.transport.subscribe('rollouts', (message, from) => this.#onRollout(message, from));
+  }
+
+  get round(): number {
+    return this.#round;
+  }
+
+  /** One round: propose, solve, evaluate, publish, learn; returns its metrics record. */
+  async runRound(): Promise<RoundMetrics> {
+    const round = this.#round++;
+    const now = this.#options.now();
+    const me = this.transport.peerId;
+
+    for (const task of this.proposer.propose(round)) {
+      this.pool.add(task, now);
+      await this.transport.publish('tasks', { task, time: now });
+    }
+
+    const solveStart = performance.now();
+    const skipped: Record<string, number> = {};
+    const { contextLength } = this.learner.policy.config;
+    const tasks = this.pool
+      .take(this.#options.tasksPerRound, this.#rng, now, this.#options.maxAgeMs)
+      .filter(({ task }) => {
+        const fits = this.learner.tokenizer.encodePrompt(task.prompt).length < contextLength;
+        if (!fits) skipped['prompt-exceeds-context'] = (skipped['prompt-exceeds-context'] ?? 0) + 1;
+        return fits;
+      });
+    const solved = solve(this.learner.policy, this.learner.tokenizer, tasks, this.#options.groupSize, {
+      temperature: 1,
+      maxNewTokens: 48,
+      ...this.#options.sampling,
+      seed: this.#options.seed * 1_000_003 + round,
+    });
+    const local: RolloutGroup[] = [];
+    const passes: Record<string, number[]> = {};
+    for (const { spec, task, completions } of solved) {
+      const rewards = this.evaluator.score(task, completions);
+      local.push({ prompt: task.prompt, completions, rewards });
+      passes[task.family] = [...(passes[task.family] ?? []), ...rewards];
+      if (spec.proposer === me) this.proposer.observe(task.family, task.difficulty, rewards);
+      const rollout: RolloutMessage = {
+        task: spec,
+        producer: me,
+        round,
+        policyVersion: this.learner.steps,
+        time: now,
+        completions,
+        rewards,
+      };
+      await this.transport.publish('rollouts', rollout);
+    }
+    const solveSeconds = (performance.now() - solveStart) / 1000;
+
+    const learnStart = performance.now();
+    const fresh = this.#freshExternal(now);
+    const report = this.learner.step(local, fresh);
+    for (const [reason, n] of Object.entries(report.counts.skipped)) skipped[reason] = (skipped[reason] ?? 0) + n;
+    const learnSeconds = (performance.now() - learnStart) / 1000;
+
+    const { checkpoint } = this.#options;
+    if (checkpoint !== undefined && report.updated && this.learner.steps % checkpoint.every === 0) {
+      const state = await learnerCheckpoint(this.learner, { node: me, round: String(round) });
+      try {
+        await saveCheckpoint(checkpoint.dir, state, { keep: checkpoint.keep ?? 3 });
+      } finally {
+        state.release();
+      }
+    }
+
+    const rewards = Object.values(passes).flat();
+    const metrics: RoundMetrics = {
+      node: me,
+      round,
+      time: now,
+      policyVersion: this.learner.steps,
+      reward: rewards.length === 0 ? null : mean(rewards),
+      passRateByFamily: Object.fromEntries(Object.entries(passes).map(([family, r]) => [family, mean(r)])),
+      groups: {
+        local: local.length,
+        localUsed: report.counts.local,
+        externalUsed: report.counts.external,
+        zeroSignal: report.counts.zeroSignal,
+        externalBuffered: fresh.length,
+        skipped,
+      },
+      received: { tasks: this.#taskVerdicts, rollouts: this.#rolloutVerdictsSinceLast() },
+      bytes: this.transport.traffic(),
+      learner: { updated: report.updated, tokens: report.tokens, losses: report.losses, gradNorms: report.gradNorms },
+      proposer: this.proposer.state(),
+      seconds: { solve: solveSeconds, learn: learnSeconds },
+    };
+    this.#taskVerdicts = {};
+    return metrics;
+  }
+
+  /** Peers' groups young enough to learn from, newest first. */
+  #freshExternal(now: number): RolloutGroup[] {
+    while (this.#external.length > 0 && (this.#external.at(-1)?.time ?? now) < now - this.#options.maxAgeMs)
+      this.#external.pop();
+    return this.#external.map((entry) => entry.group);
+  }
+
+  #onTask(message: unknown, from: string): Verdict {
+    const verdict = this.#checkTask(message, from);
+    const key = verdict[0] === 'accept' ? 'accept' : `${verdict[0]}:${verdict[1]}`;
+    this.#taskVerdicts[key] = (this.#taskVerdicts[key] ?? 0) + 1;
+    return verdict[0];
+  }
+
+  #checkTask(message: unknown, from: string): [Verdict, string?] {
+    const problem = taskMessageProblem(message);
+    if (problem !== null) return ['reject', problem];
+    const { task, time } = message as { task: ProposedTask; time: number };
+    if (task.proposer !== from) return ['reject', 'proposer-is-not-sender'];
+    const now = this.#options.now();
+    if (time < now - this.#options.maxAgeMs) return ['ignore', 'stale'];
+    try {
+      return this.pool.add(task, now) ? ['accept'] : ['ignore', 'duplicate'];
+    } catch (error) {
+      if (!(error instanceof TaskError)) throw error;
+      const ahead = error.code === 'UNKNOWN_FAMILY' || error.code === 'GENERATOR_VERSION_MISMATCH';
+      return [ahead ? 'ignore' : 'reject', error.code.toLowerCase().replaceAll('_', '-')];
+    }
+  }
+
+  #onRollout(message: unknown, from: string): Verdict {
+    const checked = this.evaluator.check(message, from, this.#options.now());
+    if (checked.verdict !== 'accept' || checked.task === undefined) return checked.verdict;
+    const rollout = message as RolloutMessage;
+    this.#external.unshift({
+      group: { prompt: checked.task.prompt, completions: rollout.completions, rewards: rollout.rewards },
+      time: rollout.time,
+    });
+    if (this.#external.length > this.#options.externalBufferSize) this.#external.pop();
+    if (rollout.task.proposer === this.transport.peerId) {
+      this.proposer.observe(rollout.task.family, rollout.task.difficulty, rollout.rewards);
+    }
+    return 'accept';
+  }
+
+  #rolloutVerdictsSinceLast(): Record<string, number> {
+    const since: Record<string, number> = {};
+    for (const [key, total] of Object.entries(this.evaluator.counts)) {
+      const delta = total - (this.#lastRollouts[key] ?? 0);
+      if (delta > 0) since[key] = delta;
+    }
+    this.#lastRollouts = { ...this.evaluator.counts };
+    return since;
+  }
+}
+
+const mean = (values: readonly number[]) => values.reduce((a, b) => a + b, 0) / values.length;

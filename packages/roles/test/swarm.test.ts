@@ -1,0 +1,79 @@
+import { ByteTokenizer, EMBEDDED_MODEL_PATH, restoreLearner, selectBackend } from '@swarm-node/sapo';
+import { generateTask } from '@swarm-node/tasks';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { MemoryNetwork } from '../src/memory-transport.js';
+import type { ProposedTask, RolloutMessage, TaskMessage } from '../src/messages.js';
+import { RoundLoop, type RoundMetrics } from '../src/round-loop.js';
+
+beforeAll(async () => {
+  await selectBackend({ backend: 'wasm' });
+});
+
+describe('a 4-node in-memory swarm with a lying peer', () => {
+  it('trains every node end to end on its own and its peers’ rollouts, and none of the liar’s groups get through', async () => {
+    const network = new MemoryNetwork({ delayMs: [0, 3], seed: 7 });
+    const tokenizer = new ByteTokenizer();
+    const nodes: RoundLoop[] = [];
+    for (let i = 0; i < 4; i++) {
+      const learner = await restoreLearner(EMBEDDED_MODEL_PATH, tokenizer, {
+        localGroups: 2,
+        externalGroups: 2,
+        seed: i,
+      });
+      nodes.push(
+        new RoundLoop({
+          transport: network.join(`node-${i}`),
+          learner,
+          // Families the base model solves sometimes, so groups carry signal at this tiny scale.
+          families: ['count', 'propositional_logic'],
+          groupSize: 6,
+          tasksPerRound: 2,
+          sampling: { maxNewTokens: 8 },
+          seed: i,
+        }),
+      );
+    }
+
+    // Mallory answers every task it hears of with wrong text and claims full reward, and sends junk.
+    const mallory = network.join('mallory');
+    const heard: ProposedTask[] = [];
+    mallory.subscribe('tasks', (message) => {
+      heard.push((message as TaskMessage).task);
+      return 'accept';
+    });
+    mallory.subscribe('rollouts', () => 'accept');
+    const lie = (task: ProposedTask): RolloutMessage => ({
+      task,
+      producer: 'mallory',
+      round: 0,
+      policyVersion: 0,
+      time: Date.now(),
+      completions: ['wrong', `${generateTask(task).answer}!`, 'nope'],
+      rewards: [1, 1, 1],
+    });
+
+    const metrics: RoundMetrics[][] = nodes.map(() => []);
+    for (let round = 0; round < 3; round++) {
+      for (const [i, node] of nodes.entries()) metrics[i]?.push(await node.runRound());
+      for (const task of heard.splice(0)) await mallory.publish('rollouts', lie(task));
+      await mallory.publish('rollouts', { junk: true } as unknown as RolloutMessage);
+      await network.settle();
+    }
+
+    expect(network.errors).toEqual([]);
+    expect(network.verdicts.get('mallory')).toMatchObject({ accept: 0 });
+    for (const [i, node] of nodes.entries()) {
+      const rows = metrics[i] as RoundMetrics[];
+      expect(node.evaluator.counts['reject:reward-mismatch']).toBeGreaterThan(0);
+      expect(node.evaluator.counts['reject:task-not-an-object']).toBe(3); // the junk, once a round
+      expect(node.evaluator.counts.accept).toBeGreaterThan(0);
+      expect(rows.some((m) => m.learner.updated && m.groups.externalUsed > 0)).toBe(true);
+      expect(node.learner.steps).toBeGreaterThan(0);
+      expect(rows.at(-1)?.bytes.received).toBeGreaterThan(0);
+    }
+    for (const node of nodes) {
+      node.learner.dispose();
+      node.learner.policy.dispose();
+    }
+  });
+});

@@ -1,0 +1,197 @@
+/**
+ * In-process swarm experiments: N nodes on the in-memory network, each starting from the embedded
+ * base model, for every I/J config and seed. Writes result.json and chart.svg (reward per round of
+ * every node, thin, and the swarm mean, thick; one panel per config) and prints the table.
+ *
+ *   npm run experiment -- --configs 8/0,6/2,4/4,2/6 --seeds 1,2,3 --nodes 4 --rounds 30 --out docs/experiments/sapo-table
+ *   npm run experiment -- --configs 4/4 --no-filter ...     # the ablation without the zero-signal filter
+ *
+ * Every config does the same training compute: I + J groups of G completions per SAPO step, the
+ * same rounds and the same model. Runs go in parallel processes (--jobs, default 2: this machine
+ * has 2 cores); each run is deterministic given its seed.
+ */
+import { spawn } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { MemoryNetwork, RoundLoop, type RoundMetrics } from '@swarm-node/roles';
+import { ByteTokenizer, EMBEDDED_MODEL_PATH, restoreLearner, selectBackend } from '@swarm-node/sapo';
+import { chartGrid, type Series } from './lib/svg-chart.js';
+
+const { values } = parseArgs({
+  options: {
+    configs: { type: 'string', default: '8/0,6/2,4/4,2/6' },
+    seeds: { type: 'string', default: '1,2,3' },
+    nodes: { type: 'string', default: '4' },
+    rounds: { type: 'string', default: '30' },
+    'group-size': { type: 'string', default: '8' },
+    families: { type: 'string', default: '' },
+    'learning-rate': { type: 'string', default: '0.0001' },
+    'no-filter': { type: 'boolean', default: false },
+    jobs: { type: 'string', default: '2' },
+    out: { type: 'string', default: 'experiment-out' },
+    /** Internal: run one config and seed in this process and print its metrics as JSON. */
+    one: { type: 'string' },
+  },
+});
+
+interface Run {
+  config: string;
+  localGroups: number;
+  externalGroups: number;
+  seed: number;
+  /** reward[node][round]: mean reward of that node's own completions in that round. */
+  rewards: (number | null)[][];
+  externalUsed: number[][];
+  seconds: number;
+}
+
+const parseConfig = (text: string) => {
+  const match = /^(\d+)\/(\d+)$/.exec(text.trim());
+  if (match === null) throw new Error(`config ${JSON.stringify(text)} is not I/J, e.g. 4/4`);
+  return { localGroups: Number(match[1]), externalGroups: Number(match[2]) };
+};
+
+async function runOne(config: string, seed: number): Promise<Run> {
+  await selectBackend({ backend: 'wasm' });
+  const { localGroups, externalGroups } = parseConfig(config);
+  const started = performance.now();
+  const network = new MemoryNetwork({ seed });
+  const tokenizer = new ByteTokenizer();
+  const families = values.families === '' ? undefined : values.families.split(',');
+  const nodes: RoundLoop[] = [];
+  for (let i = 0; i < Number(values.nodes); i++) {
+    const learner = await restoreLearner(EMBEDDED_MODEL_PATH, tokenizer, {
+      localGroups,
+      externalGroups,
+      learningRate: Number(values['learning-rate']),
+      zeroSignalFilter: !values['no-filter'],
+      seed: seed * 100 + i,
+    });
+    nodes.push(
+      new RoundLoop({
+        transport: network.join(`node-${i}`),
+        learner,
+        groupSize: Number(values['group-size']),
+        // Each node solves I tasks a round (at least one, so 0/J nodes still share rollouts).
+        tasksPerRound: Math.max(1, localGroups),
+        seed: seed * 100 + i,
+        ...(families === undefined ? {} : { families }),
+      }),
+    );
+  }
+  const metrics: RoundMetrics[][] = nodes.map(() => []);
+  for (let round = 0; round < Number(values.rounds); round++) {
+    for (const [i, node] of nodes.entries()) metrics[i]?.push(await node.runRound());
+    await network.settle();
+  }
+  return {
+    config,
+    localGroups,
+    externalGroups,
+    seed,
+    rewards: metrics.map((rows) => rows.map((m) => m.reward)),
+    externalUsed: metrics.map((rows) => rows.map((m) => m.groups.externalUsed)),
+    seconds: (performance.now() - started) / 1000,
+  };
+}
+
+/** Runs every config and seed in child processes, `jobs` at a time. */
+async function runAll(configs: string[], seeds: number[], jobs: number): Promise<Run[]> {
+  const queue = configs.flatMap((config) => seeds.map((seed) => ({ config, seed })));
+  const passThrough = process.argv.slice(2).filter((arg, i, all) => !arg.startsWith('--one') && all[i - 1] !== '--one');
+  const runs: Run[] = [];
+  const worker = async () => {
+    for (let item = queue.shift(); item !== undefined; item = queue.shift()) {
+      const { config, seed } = item;
+      const child = spawn(
+        process.execPath,
+        [...process.execArgv, fileURLToPath(import.meta.url), ...passThrough, '--one', `${config}:${seed}`],
+        {
+          stdio: ['ignore', 'pipe', 'inherit'],
+        },
+      );
+      let output = '';
+      child.stdout.on('data', (chunk: Buffer) => {
+        output += chunk.toString();
+      });
+      const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+      if (code !== 0) throw new Error(`run ${config} seed ${seed} exited with ${code}`);
+      const run = JSON.parse(output.slice(output.lastIndexOf('\n{') + 1)) as Run;
+      console.log(
+        `${config} seed ${seed}: cumulative swarm reward ${cumulative(run).toFixed(2)} (${run.seconds.toFixed(0)} s)`,
+      );
+      runs.push(run);
+    }
+  };
+  await Promise.all(Array.from({ length: jobs }, worker));
+  return runs;
+}
+
+/** Σ over rounds and nodes of the node's mean reward that round: the paper's cumulative swarm reward. */
+const cumulative = (run: Run) => run.rewards.flat().reduce<number>((a, r) => a + (r ?? 0), 0);
+
+function summarize(runs: Run[], configs: string[]): string {
+  const lines = [
+    '| I/J | cumulative swarm reward, mean ± sd over seeds | per seed | external groups used per step |',
+    '|---|---|---|---|',
+  ];
+  for (const config of configs) {
+    const mine = runs.filter((r) => r.config === config).sort((a, b) => a.seed - b.seed);
+    const totals = mine.map(cumulative);
+    const mean = totals.reduce((a, b) => a + b, 0) / totals.length;
+    const sd = Math.sqrt(totals.reduce((a, t) => a + (t - mean) ** 2, 0) / Math.max(1, totals.length - 1));
+    const used = mine.flatMap((r) => r.externalUsed.flat());
+    const usedMean = used.reduce((a, b) => a + b, 0) / used.length;
+    lines.push(
+      `| ${config} | ${mean.toFixed(2)} ± ${sd.toFixed(2)} | ${totals.map((t) => t.toFixed(2)).join(', ')} | ${usedMean.toFixed(2)} |`,
+    );
+  }
+  return lines.join('\n');
+}
+
+function chart(runs: Run[], configs: string[]): string {
+  const panels = configs.map((config) => {
+    const mine = runs.filter((r) => r.config === config);
+    const rounds = Math.max(...mine.map((r) => r.rewards[0]?.length ?? 0));
+    const perNode: Series[] = mine.flatMap((run) =>
+      run.rewards.map((row) => ({
+        label: '_node',
+        points: row.map((y, x) => ({ x, y: y ?? Number.NaN })),
+        width: 1,
+        opacity: 0.25,
+      })),
+    );
+    const swarmMean: Series = {
+      label: 'swarm mean (all seeds)',
+      width: 3,
+      points: Array.from({ length: rounds }, (_, x) => {
+        const ys = mine
+          .flatMap((run) => run.rewards.map((row) => row[x]))
+          .filter((y): y is number => typeof y === 'number');
+        return { x, y: ys.reduce((a, b) => a + b, 0) / ys.length };
+      }),
+    };
+    return {
+      series: [...perNode, swarmMean],
+      options: { title: `I/J = ${config}`, xLabel: 'round', yLabel: 'mean reward', yMin: 0, yMax: 1 },
+    };
+  });
+  return chartGrid(panels, Math.min(4, panels.length));
+}
+
+if (values.one !== undefined) {
+  const [config = '', seed = ''] = values.one.split(':');
+  console.log(`\n${JSON.stringify(await runOne(config, Number(seed)))}`);
+} else {
+  const configs = values.configs.split(',');
+  configs.forEach(parseConfig);
+  const seeds = values.seeds.split(',').map(Number);
+  const runs = await runAll(configs, seeds, Number(values.jobs));
+  mkdirSync(values.out, { recursive: true });
+  const command = `npm run experiment -- ${process.argv.slice(2).join(' ')}`;
+  writeFileSync(join(values.out, 'result.json'), `${JSON.stringify({ command, runs }, null, 1)}\n`);
+  writeFileSync(join(values.out, 'chart.svg'), chart(runs, configs));
+  console.log(`\n${summarize(runs, configs)}\n\nwrote ${join(values.out, 'result.json')} and chart.svg`);
+}
