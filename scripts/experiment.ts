@@ -7,7 +7,8 @@
  *   npm run experiment -- --configs 4/4 --no-filter ...     # the ablation without the zero-signal filter
  *
  * Every config does the same training compute: I + J groups of G completions per SAPO step, the
- * same rounds and the same model. Runs go in parallel processes (--jobs, default 2: this machine
+ * same rounds and the same model. Difficulty is fixed (--difficulty, default 2) so that a round's
+ * reward measures the policy, not the proposer's choice of tasks. Runs go in parallel processes (--jobs, default 2: this machine
  * has 2 cores); each run is deterministic given its seed.
  */
 import { spawn } from 'node:child_process';
@@ -28,6 +29,8 @@ const { values } = parseArgs({
     'group-size': { type: 'string', default: '8' },
     families: { type: 'string', default: '' },
     'learning-rate': { type: 'string', default: '0.0001' },
+    /** Fix every family at this difficulty (the proposer does not adapt), so rewards compare across rounds. */
+    difficulty: { type: 'string', default: '2' },
     'no-filter': { type: 'boolean', default: false },
     jobs: { type: 'string', default: '2' },
     out: { type: 'string', default: 'experiment-out' },
@@ -77,6 +80,7 @@ async function runOne(config: string, seed: number): Promise<Run> {
         // Each node solves I tasks a round (at least one, so 0/J nodes still share rollouts).
         tasksPerRound: Math.max(1, localGroups),
         seed: seed * 100 + i,
+        proposer: { startDifficulty: Number(values.difficulty), adapt: false },
         ...(families === undefined ? {} : { families }),
       }),
     );

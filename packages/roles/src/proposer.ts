@@ -24,6 +24,8 @@ export interface ProposerOptions {
   smoothing?: number;
   /** Groups seen at a level before it may move again. Default 8. */
   patience?: number;
+  /** Move difficulty at all. Default true; experiments that compare rewards fix it. */
+  adapt?: boolean;
 }
 
 interface Level {
@@ -49,6 +51,7 @@ export class Proposer {
       lowerBelow: 0.25,
       smoothing: 0.2,
       patience: 8,
+      adapt: true,
       ...options,
     };
     if (options.families.length === 0) throw new RangeError('the proposer needs at least one task family');
@@ -91,7 +94,7 @@ export class Proposer {
     const { smoothing, raiseAbove, lowerBelow, patience } = this.#options;
     level.passRate = level.passRate === null ? pass : (1 - smoothing) * level.passRate + smoothing * pass;
     level.groupsAtLevel++;
-    if (level.groupsAtLevel < patience) return;
+    if (!this.#options.adapt || level.groupsAtLevel < patience) return;
     const { min, max } = level.family.difficulty;
     const next =
       level.passRate > raiseAbove

@@ -137,4 +137,10 @@ describe('the proposer', () => {
     feed(proposer, 'sort', 1, 100);
     expect(proposer.state().find((s) => s.family === 'sort')?.difficulty).toBe(5);
   });
+
+  it('holds every difficulty when adaptation is off', () => {
+    const proposer = new Proposer('alice', { families: ['sort'], startDifficulty: 2, adapt: false });
+    feed(proposer, 'sort', 1, 50);
+    expect(proposer.state()[0]).toMatchObject({ difficulty: 2, passRate: expect.closeTo(1, 3) });
+  });
 });
