@@ -14,6 +14,12 @@ export interface EvaluatorOptions {
   maxClockSkewMs?: number;
   /** How many recent rollout ids are remembered to drop duplicates. Default 10 000. */
   duplicateMemory?: number;
+  /**
+   * Whether a task spec was really published by its proposer. Without this check anyone could
+   * compute seeds for any proposer and round and send rollouts on tasks nobody proposed. Default:
+   * every spec is known (for tests of the other checks).
+   */
+  isKnownTask?: (task: ProposedTask) => boolean;
 }
 
 export interface Checked {
@@ -35,7 +41,13 @@ export class Evaluator {
   readonly counts: Record<string, number> = {};
 
   constructor(options: EvaluatorOptions = {}) {
-    this.#options = { maxAgeMs: 600_000, maxClockSkewMs: 30_000, duplicateMemory: 10_000, ...options };
+    this.#options = {
+      maxAgeMs: 600_000,
+      maxClockSkewMs: 30_000,
+      duplicateMemory: 10_000,
+      isKnownTask: () => true,
+      ...options,
+    };
   }
 
   /** Rewards of completions of a task, by its family's verifier. */
@@ -58,6 +70,8 @@ export class Evaluator {
     if (rollout.producer !== from) return { verdict: 'reject', reason: 'producer-is-not-sender' };
     if (rollout.time < now - this.#options.maxAgeMs) return { verdict: 'ignore', reason: 'stale' };
     if (rollout.time > now + this.#options.maxClockSkewMs) return { verdict: 'ignore', reason: 'from-the-future' };
+    // Not known may mean its task message is still on the way: drop without blame.
+    if (!this.#options.isKnownTask(rollout.task)) return { verdict: 'ignore', reason: 'unknown-task' };
     let task: Task;
     try {
       task = generateTask(rollout.task);

@@ -6,6 +6,7 @@ export { type Checked, Evaluator, type EvaluatorOptions } from './evaluator.js';
 export { MemoryNetwork, type MemoryNetworkOptions } from './memory-transport.js';
 export {
   deriveSeed,
+  hashToSeed,
   LIMITS,
   type ProposedTask,
   type RolloutMessage,

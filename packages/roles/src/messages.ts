@@ -50,10 +50,12 @@ export const LIMITS = Object.freeze({
  * only once the round is current, and the staleness bound keeps rounds current.
  */
 export function deriveSeed(proposer: string, round: number, index: number): number {
-  return createHash('sha256')
-    .update(`swarm-node/task-seed/v1\n${proposer}\n${round}\n${index}`)
-    .digest()
-    .readUInt32BE(0);
+  return hashToSeed('swarm-node/task-seed/v1', proposer, round, index);
+}
+
+/** An unsigned 32-bit seed from the SHA-256 of the parts, one per line. */
+export function hashToSeed(...parts: (string | number)[]): number {
+  return createHash('sha256').update(parts.join('\n')).digest().readUInt32BE(0);
 }
 
 /** Why a message is unusable (a schema violation: the sender broke the protocol), or null. */

@@ -18,9 +18,8 @@ import {
 } from '@swarm-node/sapo';
 import { FAMILIES, TaskError } from '@swarm-node/tasks';
 import { mersenne } from 'pure-rand/generator/mersenne';
-import type { RandomGenerator } from 'pure-rand/types/RandomGenerator';
 import { Evaluator } from './evaluator.js';
-import { type ProposedTask, type RolloutMessage, taskMessageProblem } from './messages.js';
+import { hashToSeed, type ProposedTask, type RolloutMessage, taskMessageProblem } from './messages.js';
 import { Proposer, type ProposerOptions } from './proposer.js';
 import { solve, TaskPool } from './solver.js';
 import type { Transport, Verdict } from './transport.js';
@@ -43,8 +42,10 @@ export interface RoundLoopOptions {
   proposer?: Omit<ProposerOptions, 'families'>;
   /** Save the learner every `every` rounds into `dir`, keeping `keep` files. */
   checkpoint?: { dir: string; every: number; keep?: number };
-  /** Seeds task draws and sampling. Default 0. */
+  /** Seeds task draws and sampling (each round's seeds derive from it and the round). Default 0. */
   seed?: number;
+  /** The first round's number, when resuming. Default 0. */
+  startRound?: number;
   /** The clock (ms). Default Date.now. */
   now?: () => number;
 }
@@ -75,6 +76,7 @@ export interface RoundMetrics {
 
 interface Buffered {
   group: RolloutGroup;
+  producer: string;
   time: number;
 }
 
@@ -85,11 +87,10 @@ export class RoundLoop {
   readonly evaluator: Evaluator;
   readonly pool: TaskPool;
   readonly #options: Required<Omit<RoundLoopOptions, 'checkpoint' | 'proposer'>> & Pick<RoundLoopOptions, 'checkpoint'>;
-  readonly #rng: RandomGenerator;
   readonly #external: Buffered[] = [];
   #taskVerdicts: Record<string, number> = {};
   #lastRollouts: Record<string, number> = {};
-  #round = 0;
+  #round: number;
 
   constructor(options: RoundLoopOptions) {
     this.#options = {
@@ -100,9 +101,14 @@ export class RoundLoop {
       externalBufferSize: 256,
       maxAgeMs: 600_000,
       seed: 0,
+      startRound: 0,
       now: Date.now,
       ...options,
     };
+    const every = options.checkpoint?.every;
+    if (every !== undefined && (!Number.isInteger(every) || every < 1)) {
+      throw new RangeError(`checkpoint.every must be a positive integer (rounds between saves), got ${every}`);
+    }
     if (!Number.isInteger(this.#options.groupSize) || this.#options.groupSize < 2) {
       throw new RangeError('groupSize must be an integer of at least 2: a group of one has no advantage');
     }
@@ -113,9 +119,9 @@ export class RoundLoop {
       ...options.proposer,
       families: this.#options.families,
     });
-    this.evaluator = new Evaluator({ maxAgeMs: this.#options.maxAgeMs });
     this.pool = new TaskPool();
-    this.#rng = mersenne(this.#options.seed);
+    this.evaluator = new Evaluator({ maxAgeMs: this.#options.maxAgeMs, isKnownTask: (task) => this.pool.knows(task) });
+    this.#round = this.#options.startRound;
     this.transport.subscribe('tasks', (message, from) => this.#onTask(message, from));
     this.transport.subscribe('rollouts', (message, from) => this.#onRollout(message, from));
   }
@@ -138,24 +144,24 @@ export class RoundLoop {
     const solveStart = performance.now();
     const skipped: Record<string, number> = {};
     const { contextLength } = this.learner.policy.config;
-    const tasks = this.pool
-      .take(this.#options.tasksPerRound, this.#rng, now, this.#options.maxAgeMs)
-      .filter(({ task }) => {
-        const fits = this.learner.tokenizer.encodePrompt(task.prompt).length < contextLength;
-        if (!fits) skipped['prompt-exceeds-context'] = (skipped['prompt-exceeds-context'] ?? 0) + 1;
-        return fits;
-      });
+    // Seeds depend on the node's seed and the round only, so a resumed node continues, not repeats.
+    const draws = mersenne(hashToSeed('round-loop/draws', this.#options.seed, round));
+    const tasks = this.pool.take(this.#options.tasksPerRound, draws, now, this.#options.maxAgeMs).filter(({ task }) => {
+      const fits = this.learner.tokenizer.encodePrompt(task.prompt).length < contextLength;
+      if (!fits) skipped['prompt-exceeds-context'] = (skipped['prompt-exceeds-context'] ?? 0) + 1;
+      return fits;
+    });
     const solved = solve(this.learner.policy, this.learner.tokenizer, tasks, this.#options.groupSize, {
       temperature: 1,
       maxNewTokens: 48,
       ...this.#options.sampling,
-      seed: this.#options.seed * 1_000_003 + round,
+      seed: hashToSeed('round-loop/sampling', this.#options.seed, round),
     });
     const local: RolloutGroup[] = [];
     const passes: Record<string, number[]> = {};
-    for (const { spec, task, completions } of solved) {
+    for (const { spec, task, completions, tokens } of solved) {
       const rewards = this.evaluator.score(task, completions);
-      local.push({ prompt: task.prompt, completions, rewards });
+      local.push({ prompt: task.prompt, completions, rewards, completionTokens: tokens });
       passes[task.family] = [...(passes[task.family] ?? []), ...rewards];
       if (spec.proposer === me) this.proposer.observe(task.family, task.difficulty, rewards);
       const rollout: RolloutMessage = {
@@ -235,7 +241,8 @@ export class RoundLoop {
     const now = this.#options.now();
     if (time < now - this.#options.maxAgeMs) return ['ignore', 'stale'];
     try {
-      return this.pool.add(task, now) ? ['accept'] : ['ignore', 'duplicate'];
+      const added = this.pool.add(task, now);
+      return added === 'added' ? ['accept'] : ['ignore', added];
     } catch (error) {
       if (!(error instanceof TaskError)) throw error;
       const ahead = error.code === 'UNKNOWN_FAMILY' || error.code === 'GENERATOR_VERSION_MISMATCH';
@@ -247,11 +254,20 @@ export class RoundLoop {
     const checked = this.evaluator.check(message, from, this.#options.now());
     if (checked.verdict !== 'accept' || checked.task === undefined) return checked.verdict;
     const rollout = message as RolloutMessage;
-    this.#external.unshift({
-      group: { prompt: checked.task.prompt, completions: rollout.completions, rewards: rollout.rewards },
-      time: rollout.time,
-    });
-    if (this.#external.length > this.#options.externalBufferSize) this.#external.pop();
+    // At most our own G completions per group, so a peer's big groups cannot multiply our step's cost.
+    const { groupSize, externalBufferSize } = this.#options;
+    const group = {
+      prompt: checked.task.prompt,
+      completions: rollout.completions.slice(0, groupSize),
+      rewards: rollout.rewards.slice(0, groupSize),
+    };
+    // One producer may hold at most a quarter of the buffer: its newest groups replace its oldest.
+    const mine = this.#external.filter((entry) => entry.producer === from);
+    if (mine.length >= Math.max(1, Math.floor(externalBufferSize / 4))) {
+      this.#external.splice(this.#external.lastIndexOf(mine.at(-1) as Buffered), 1);
+    }
+    this.#external.unshift({ group, producer: from, time: rollout.time });
+    if (this.#external.length > externalBufferSize) this.#external.pop();
     if (rollout.task.proposer === this.transport.peerId) {
       this.proposer.observe(rollout.task.family, rollout.task.difficulty, rollout.rewards);
     }

@@ -12,31 +12,57 @@ export interface SolvedGroup {
   spec: ProposedTask;
   task: Task;
   completions: string[];
+  /** The sampled ids of each completion (ending with EOS when it finished). */
+  tokens: number[][];
 }
 
-/** Tasks waiting to be solved, newest kept when full; each is solved once. */
+const keyOf = (spec: ProposedTask) => `${spec.proposer}\n${spec.round}\n${spec.index}`;
+
+/**
+ * Tasks waiting to be solved, newest kept when full; each is solved once. It also remembers the
+ * specs it has seen (more than it holds), so that a rollout can be checked against the task its
+ * proposer really published, and it caps how much of the pool one proposer may fill.
+ */
 export class TaskPool {
   readonly #capacity: number;
+  readonly #perProposer: number;
   readonly #entries: { spec: ProposedTask; task: Task; added: number }[] = [];
-  readonly #known = new Set<string>();
+  readonly #known = new Map<string, ProposedTask>();
 
-  constructor(capacity = 256) {
+  /** `perProposer` defaults to a quarter of the capacity. */
+  constructor(capacity = 256, perProposer = Math.max(1, Math.floor(capacity / 4))) {
     this.#capacity = capacity;
+    this.#perProposer = perProposer;
   }
 
   get size(): number {
     return this.#entries.length;
   }
 
-  /** Adds a task whose spec passed validation; false when it was already known or cannot be generated. */
-  add(spec: ProposedTask, now: number): boolean {
-    const key = `${spec.proposer}\n${spec.round}\n${spec.index}`;
-    if (this.#known.has(key)) return false;
-    this.#known.add(key);
-    if (this.#known.size > 16 * this.#capacity) this.#known.delete(this.#known.values().next().value as string);
-    this.#entries.push({ spec, task: generateTask(spec), added: now });
+  /** Adds a task whose spec passed validation (throws a TaskError when it cannot be generated). */
+  add(spec: ProposedTask, now: number): 'added' | 'duplicate' | 'proposer-quota' {
+    const key = keyOf(spec);
+    if (this.#known.has(key)) return 'duplicate';
+    if (this.#entries.filter((e) => e.spec.proposer === spec.proposer).length >= this.#perProposer)
+      return 'proposer-quota';
+    const task = generateTask(spec);
+    this.#known.set(key, spec);
+    if (this.#known.size > 16 * this.#capacity) this.#known.delete(this.#known.keys().next().value as string);
+    this.#entries.push({ spec, task, added: now });
     if (this.#entries.length > this.#capacity) this.#entries.shift();
-    return true;
+    return 'added';
+  }
+
+  /** True when exactly this spec was added (published by its proposer, or proposed here). */
+  knows(spec: ProposedTask): boolean {
+    const known = this.#known.get(keyOf(spec));
+    return (
+      known !== undefined &&
+      known.family === spec.family &&
+      known.seed === spec.seed &&
+      known.difficulty === spec.difficulty &&
+      known.generatorVersion === spec.generatorVersion
+    );
   }
 
   /** Up to `count` tasks drawn uniformly, removed from the pool; tasks older than `maxAgeMs` are dropped first. */
@@ -64,9 +90,8 @@ export function solve(
   if (tasks.length === 0) return [];
   const prompts = tasks.flatMap(({ task }) => new Array<string>(groupSize).fill(task.prompt));
   const completions = generateText(policy, tokenizer, prompts, sampling);
-  return tasks.map(({ spec, task }, t) => ({
-    spec,
-    task,
-    completions: completions.slice(t * groupSize, (t + 1) * groupSize).map((c) => c.text),
-  }));
+  return tasks.map(({ spec, task }, t) => {
+    const group = completions.slice(t * groupSize, (t + 1) * groupSize);
+    return { spec, task, completions: group.map((c) => c.text), tokens: group.map((c) => c.tokens) };
+  });
 }

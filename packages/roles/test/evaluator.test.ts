@@ -89,6 +89,17 @@ describe('the evaluator re-checks every peer rollout', () => {
     expect(new Evaluator().check(message, 'bob', NOW)).toEqual({ verdict: 'reject', reason });
   });
 
+  it('ignores rollouts on tasks their proposer never published, however right their rewards', () => {
+    const published = proposed('sort', 1, 0);
+    const evaluator = new Evaluator({
+      isKnownTask: (task) => task.seed === published.seed && task.difficulty === published.difficulty,
+    });
+    const invented = proposed('sort', 1, 0, 'alice', 1_000_000); // seeds of any round can be computed
+    expect(evaluator.check(rollout({}, invented), 'bob', NOW)).toEqual({ verdict: 'ignore', reason: 'unknown-task' });
+    expect(evaluator.check(rollout({}, { ...published, difficulty: 2 }), 'bob', NOW).reason).toBe('unknown-task');
+    expect(evaluator.check(rollout({}, published), 'bob', NOW).verdict).toBe('accept');
+  });
+
   it('ignores, without blame, tasks of a family or generator version it does not have (a newer peer)', () => {
     const evaluator = new Evaluator();
     expect(evaluator.check({ ...rollout(), task: { ...proposed(), generatorVersion: 2 } }, 'bob', NOW)).toEqual({

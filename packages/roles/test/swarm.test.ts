@@ -2,7 +2,7 @@ import { ByteTokenizer, EMBEDDED_MODEL_PATH, restoreLearner, selectBackend } fro
 import { generateTask } from '@swarm-node/tasks';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { MemoryNetwork } from '../src/memory-transport.js';
-import type { ProposedTask, RolloutMessage, TaskMessage } from '../src/messages.js';
+import { deriveSeed, type ProposedTask, type RolloutMessage, type TaskMessage } from '../src/messages.js';
 import { RoundLoop, type RoundMetrics } from '../src/round-loop.js';
 
 beforeAll(async () => {
@@ -56,6 +56,17 @@ describe('a 4-node in-memory swarm with a lying peer', () => {
     for (let round = 0; round < 3; round++) {
       for (const [i, node] of nodes.entries()) metrics[i]?.push(await node.runRound());
       for (const task of heard.splice(0)) await mallory.publish('rollouts', lie(task));
+      // ...and honest-looking rollouts on a task nobody published (its seed is computable).
+      const invented: ProposedTask = {
+        family: 'count',
+        seed: deriveSeed('node-0', 1000 + round, 0),
+        difficulty: 1,
+        generatorVersion: 1,
+        proposer: 'node-0',
+        round: 1000 + round,
+        index: 0,
+      };
+      await mallory.publish('rollouts', { ...lie(invented), rewards: lie(invented).completions.map(() => 0) });
       await mallory.publish('rollouts', { junk: true } as unknown as RolloutMessage);
       await network.settle();
     }
@@ -66,6 +77,7 @@ describe('a 4-node in-memory swarm with a lying peer', () => {
       const rows = metrics[i] as RoundMetrics[];
       expect(node.evaluator.counts['reject:reward-mismatch']).toBeGreaterThan(0);
       expect(node.evaluator.counts['reject:task-not-an-object']).toBe(3); // the junk, once a round
+      expect(node.evaluator.counts['ignore:unknown-task']).toBeGreaterThanOrEqual(3); // the invented tasks
       expect(node.evaluator.counts.accept).toBeGreaterThan(0);
       expect(rows.some((m) => m.learner.updated && m.groups.externalUsed > 0)).toBe(true);
       expect(node.learner.steps).toBeGreaterThan(0);

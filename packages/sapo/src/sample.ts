@@ -22,6 +22,10 @@ export interface SampleOptions {
   topP?: number;
   /** Reuse keys/values of earlier positions (default). False recomputes the whole sequence each step: the benchmark's baseline. */
   kvCache?: boolean;
+  /** The id that ends a completion. Default vocabSize − 1 (the byte tokenizer's EOS). */
+  eos?: number;
+  /** Ids never sampled (e.g. PAD and BOS); their probability still counts in the recorded log-probs. */
+  exclude?: readonly number[];
 }
 
 export interface Completion {
@@ -48,7 +52,7 @@ export function generateText(
   const completions = generate(
     policy,
     prompts.map((prompt) => tokenizer.encodePrompt(prompt)),
-    options,
+    { eos: tokenizer.eos, exclude: [tokenizer.pad, tokenizer.bos], ...options },
   );
   return completions.map((completion) => ({ ...completion, text: tokenizer.decode(completion.tokens) }));
 }
@@ -75,7 +79,7 @@ export function generate(
     }
   }
   const rng = mersenne(options.seed);
-  const eos = vocabSize - 1;
+  const eos = options.eos ?? vocabSize - 1;
   const pad = prompts[0]?.[0] ?? 0; // any id: padded positions are masked out of attention
   const width = Math.max(...prompts.map((p) => p.length));
   const padCount = prompts.map((p) => width - p.length);
@@ -163,8 +167,10 @@ function disposeCache(cache: KVCache): void {
 }
 
 /** Samples one token from a row of logits and records its log-probability under the policy. */
-function pick(logits: Float32Array, options: SampleOptions, rng: RandomGenerator, row: Completion): number {
-  const logProbs = logSoftmax(logits, 1);
+function pick(policyLogits: Float32Array, options: SampleOptions, rng: RandomGenerator, row: Completion): number {
+  const logProbs = logSoftmax(policyLogits, 1);
+  const logits = policyLogits.slice();
+  for (const id of options.exclude ?? []) logits[id] = Number.NEGATIVE_INFINITY;
   const temperature = options.temperature ?? 1;
   let token: number;
   if (temperature === 0) {

@@ -27,6 +27,12 @@ export interface RolloutGroup {
   prompt: string;
   completions: string[];
   rewards: number[];
+  /**
+   * The ids this node sampled for each completion (ending with EOS when it finished), for its own
+   * groups: decoding and re-encoding text is not exact (invalid UTF-8 becomes U+FFFD), so the
+   * learner trains on what was sampled. Peers' groups have text only and are re-tokenized.
+   */
+  completionTokens?: number[][];
 }
 
 export interface SapoOptions {
@@ -89,6 +95,10 @@ export function groupProblem(group: RolloutGroup): 'malformed' | 'group-too-smal
   }
   if (group.rewards.length < 2) return 'group-too-small';
   if (!group.rewards.every(Number.isFinite)) return 'non-finite-reward';
+  // Finite rewards can still overflow the variance (1e308 and −1e308): no NaN reaches the loss.
+  if (!groupAdvantages(group.rewards).every(Number.isFinite)) return 'non-finite-reward';
+  if (group.completionTokens !== undefined && group.completionTokens.length !== group.completions.length)
+    return 'malformed';
   return null;
 }
 
@@ -155,7 +165,7 @@ export function buildBatch(groups: readonly RolloutGroup[], tokenizer: Tokenizer
       const prompt = tokenizer.encodePrompt(group.prompt);
       const advantages = groupAdvantages(group.rewards);
       const groupRows = group.completions.map((completion, i) => ({
-        ids: [...prompt, ...tokenizer.encodeCompletion(completion)],
+        ids: [...prompt, ...(group.completionTokens?.[i] ?? tokenizer.encodeCompletion(completion))],
         promptLength: prompt.length,
         advantage: advantages[i] as number,
       }));
@@ -237,7 +247,7 @@ export function clipByGlobalNorm(gradients: tf.Tensor[], maxNorm: number): { cli
 }
 
 export interface StepReport {
-  /** False when no group had signal (nothing to learn from); the policy is unchanged. */
+  /** True when at least one pass updated the policy: false when no group had signal, or the first pass's loss or gradient was not finite (counted as `non-finite-update`; no pass applies after one that is). */
   updated: boolean;
   counts: SelectionCounts;
   /** Completion tokens the loss averaged over. */
@@ -253,7 +263,6 @@ export class SapoLearner {
   readonly tokenizer: Tokenizer;
   readonly options: Readonly<SapoOptions>;
   readonly optimizer: tf.AdamOptimizer;
-  readonly #rng: RandomGenerator;
   readonly #reference: Map<string, tf.Tensor> | null;
   #steps: number;
 
@@ -280,7 +289,6 @@ export class SapoLearner {
     this.tokenizer = tokenizer;
     this.#steps = steps;
     this.optimizer = tf.train.adam(learningRate, 0.9, 0.999, 1e-8);
-    this.#rng = mersenne(this.options.seed);
     this.#reference = beta > 0 ? new Map([...policy.params].map(([name, p]) => [name, tf.clone(p)])) : null;
   }
 
@@ -290,7 +298,9 @@ export class SapoLearner {
 
   /** One SAPO step on this round's local groups and the external buffer. */
   step(local: readonly RolloutGroup[], external: readonly RolloutGroup[]): StepReport {
-    const { groups, counts } = selectGroups(local, external, this.options, this.#rng);
+    // The draw depends only on the seed and the step, so a resumed learner draws as if never stopped.
+    const rng = mersenne(this.options.seed + 1_000_003 * this.#steps);
+    const { groups, counts } = selectGroups(local, external, this.options, rng);
     const batch = buildBatch(groups, this.tokenizer, this.policy.config.contextLength);
     if (batch !== null)
       for (const [reason, n] of Object.entries(batch.skipped))
@@ -304,7 +314,8 @@ export class SapoLearner {
     report.tokens = tokens.dataSync()[0] as number;
     tokens.dispose();
     let oldLogProbs: tf.Tensor2D | undefined;
-    for (let pass = 0; pass < this.options.passes; pass++) {
+    let finite = true;
+    for (let pass = 0; pass < this.options.passes && finite; pass++) {
       tf.tidy(() => {
         const { value, grads } = tf.variableGrads(() => {
           const newLogProbs = this.policy.tokenLogProbs(batch.tokens, batch.targets);
@@ -318,14 +329,18 @@ export class SapoLearner {
         }, variables);
         const gradients = variables.map((v) => grads[v.name] as tf.Tensor);
         const { clipped, norm } = clipByGlobalNorm(gradients, this.options.maxGradNorm);
-        this.optimizer.applyGradients(variables.map((v, i) => ({ name: v.name, tensor: clipped[i] as tf.Tensor })));
         report.losses.push(value.dataSync()[0] as number);
         report.gradNorms.push(norm.dataSync()[0] as number);
+        // A NaN or infinite update would poison every weight, and every checkpoint after it.
+        finite = Number.isFinite(report.losses.at(-1)) && Number.isFinite(report.gradNorms.at(-1));
+        if (!finite) return;
+        this.optimizer.applyGradients(variables.map((v, i) => ({ name: v.name, tensor: clipped[i] as tf.Tensor })));
+        report.updated = true;
       });
     }
     tf.dispose([oldLogProbs ?? [], refLogProbs ?? [], batch.tokens, batch.targets, batch.mask, batch.advantages]);
-    report.updated = true;
-    this.#steps++;
+    if (!finite) counts.skipped['non-finite-update'] = (counts.skipped['non-finite-update'] ?? 0) + 1;
+    if (report.updated) this.#steps++;
     return report;
   }
 

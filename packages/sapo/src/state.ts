@@ -37,7 +37,8 @@ export async function learnerCheckpoint(
   const names = [...learner.policy.params.keys()];
   const [iterations, ...moments] = await learner.optimizer.getWeights();
   const optimizer = new Map<string, tf.Tensor>();
-  if (iterations !== undefined) optimizer.set(ITERATIONS, iterations.tensor);
+  // Adam makes its moments on its first update; before that there is no state worth saving.
+  if (iterations !== undefined && moments.length > 0) optimizer.set(ITERATIONS, iterations.tensor);
   // Adam keeps its moments in the order gradients were applied: ours is the parameter order.
   const perMoment = moments.length / 2;
   moments.forEach(({ tensor }, i) => {

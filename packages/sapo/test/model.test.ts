@@ -151,10 +151,16 @@ describe('bad input to the model', () => {
     policy.dispose();
   });
 
-  it('generates text from text prompts, decoded up to EOS', () => {
+  it('generates text from text prompts, decoded up to EOS, never sampling PAD or BOS', () => {
     const policy = Policy.create({ ...TINY, contextLength: 16 }, { seed: 6 });
     const [first] = generateText(policy, tokenizer, ['a', 'bc'], { maxNewTokens: 5, seed: 1 });
     expect(first?.text).toBe(tokenizer.decode(first?.tokens ?? []));
+    const many = generateText(policy, tokenizer, new Array(64).fill('x'), {
+      maxNewTokens: 10,
+      seed: 2,
+      temperature: 3,
+    });
+    expect(many.flatMap((c) => c.tokens).filter((id) => id === tokenizer.pad || id === tokenizer.bos)).toEqual([]);
     expect(() => generateText(policy, tokenizer, ['\ud800'], { maxNewTokens: 5, seed: 1 })).toThrow(TokenizerError);
     policy.dispose();
   });

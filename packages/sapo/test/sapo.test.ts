@@ -5,7 +5,7 @@ import { mersenne } from 'pure-rand/generator/mersenne';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { Policy, type PolicyConfig } from '../src/model.js';
 import { generate } from '../src/sample.js';
-import { groupAdvantages, type RolloutGroup, SapoLearner, sapoLoss, selectGroups } from '../src/sapo.js';
+import { buildBatch, groupAdvantages, type RolloutGroup, SapoLearner, sapoLoss, selectGroups } from '../src/sapo.js';
 import { ByteTokenizer } from '../src/tokenizer.js';
 
 const tokenizer = new ByteTokenizer();
@@ -128,6 +128,25 @@ describe('the zero-signal filter and the I/J mix', () => {
     );
     expect(groups.map((g) => g.prompt)).toEqual(['a', 'b']);
     expect(counts.zeroSignal).toEqual({ local: 1, external: 0 });
+  });
+
+  it('trains on the ids a node sampled for its own groups, and re-tokenizes peers’ text', () => {
+    const sampled = { ...group('p', [1, 0]), completions: ['\ufffd', 'b'], completionTokens: [[0xff], [98]] };
+    const batch = buildBatch([sampled, group('q', [0, 1])], tokenizer, 32);
+    const rows = batch?.targets.arraySync() as number[][];
+    expect(rows[0]?.slice(1, 4)).toEqual([10, 0xff, tokenizer.pad]); // '\n' then the sampled byte, no EOS: it did not finish
+    expect(rows[2]?.slice(1, 4)).toEqual([10, 48, 45]); // '\n' then '0-', re-encoded from text
+  });
+
+  it('counts groups whose advantages overflow (1e308 and −1e308) instead of training on NaN', () => {
+    const { groups, counts } = selectGroups(
+      [group('a', [1e308, 1e308, -1e308])],
+      [],
+      { localGroups: 4, externalGroups: 0 },
+      mersenne(1),
+    );
+    expect(groups).toEqual([]);
+    expect(counts.skipped).toEqual({ 'non-finite-reward': 1 });
   });
 
   it('counts unusable groups instead of failing: size 1, NaN or infinite rewards, mismatched lengths', () => {

@@ -49,6 +49,20 @@ describe('learner state in a checkpoint', () => {
     }
   });
 
+  it('restores a learner saved before its first update (no Adam moments yet)', async () => {
+    const fresh = new SapoLearner(Policy.create(TINY, { seed: 8 }), tokenizer);
+    const state = await learnerCheckpoint(fresh);
+    const file = await saveCheckpoint(await mkdtemp(join(tmpdir(), 'sapo-state-')), state);
+    state.release();
+    const resumed = await restoreLearner(file, tokenizer, {}, TINY);
+    expect(resumed.steps).toBe(0);
+    expect(weightsOf(resumed)).toEqual(weightsOf(fresh));
+    for (const l of [fresh, resumed]) {
+      l.dispose();
+      l.policy.dispose();
+    }
+  });
+
   it('refuses a checkpoint made with another tokenizer or config, and a truncated one, rather than start fresh', async () => {
     const { learner, file } = await savedLearner();
     learner.dispose();
