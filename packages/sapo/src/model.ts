@@ -155,15 +155,16 @@ export class Policy {
     this.graph = graph;
     this.#matmul =
       graph === 'fast' ? (a, b) => fastMatmul(a, b) : (a, b) => tf.matMul(a as tf.Tensor2D, b as tf.Tensor2D);
-    this.params = new Map();
-    for (const [name, shape] of parameterShapes(config)) {
+    // Check every tensor before making any variable, so a bad set of weights leaks nothing.
+    const shapes = parameterShapes(config);
+    for (const [name, shape] of shapes) {
       const tensor = weights.get(name);
       if (tensor === undefined) throw new RangeError(`missing parameter ${name}`);
       if (tensor.shape.join() !== shape.join()) {
         throw new RangeError(`parameter ${name} has shape [${tensor.shape}], the config needs [${shape}]`);
       }
-      this.params.set(name, tf.variable(tensor, true));
     }
+    this.params = new Map([...shapes.keys()].map((name) => [name, tf.variable(weights.get(name) as tf.Tensor, true)]));
   }
 
   parameterCount(): number {

@@ -81,7 +81,13 @@ export async function restoreLearner(
         `${file} does not hold a policy model: ${(error as Error).message}`,
       );
     }
-    const learner = new SapoLearner(policy, tokenizer, options, checkpoint.step);
+    let learner: SapoLearner;
+    try {
+      learner = new SapoLearner(policy, tokenizer, options, checkpoint.step);
+    } catch (error) {
+      policy.dispose();
+      throw error;
+    }
     if (checkpoint.optimizer.has(ITERATIONS)) {
       await restoreAdam(learner, checkpoint, file).catch((error: unknown) => {
         learner.dispose();
