@@ -17,5 +17,5 @@ export {
 } from './messages.js';
 export { Proposer, type ProposerOptions } from './proposer.js';
 export { RoundLoop, type RoundLoopOptions, type RoundMetrics } from './round-loop.js';
-export { type SolvedGroup, solve, TaskPool } from './solver.js';
+export { type SolvedGroup, type SolveOptions, solve, TaskPool } from './solver.js';
 export type { Handler, Topic, Topics, Transport, Verdict } from './transport.js';

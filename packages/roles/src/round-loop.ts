@@ -151,15 +151,19 @@ export class RoundLoop {
       if (!fits) skipped['prompt-exceeds-context'] = (skipped['prompt-exceeds-context'] ?? 0) + 1;
       return fits;
     });
-    const solved = solve(this.learner.policy, this.learner.tokenizer, tasks, this.#options.groupSize, {
-      temperature: 1,
-      maxNewTokens: 48,
-      ...this.#options.sampling,
-      seed: hashToSeed('round-loop/sampling', this.#options.seed, round),
+    const solved = solve(this.learner.policy, this.learner.tokenizer, tasks, {
+      groupSize: this.#options.groupSize,
+      sampling: {
+        temperature: 1,
+        maxNewTokens: 48,
+        ...this.#options.sampling,
+        seed: hashToSeed('round-loop/sampling', this.#options.seed, round),
+      },
+      policyVersion: this.learner.steps,
     });
     const local: RolloutGroup[] = [];
     const passes: Record<string, number[]> = {};
-    for (const { spec, task, completions, tokens } of solved) {
+    for (const { spec, task, completions, tokens, policyVersion } of solved) {
       const rewards = this.evaluator.score(task, completions);
       local.push({ prompt: task.prompt, completions, rewards, completionTokens: tokens });
       passes[task.family] = [...(passes[task.family] ?? []), ...rewards];
@@ -168,7 +172,7 @@ export class RoundLoop {
         task: spec,
         producer: me,
         round,
-        policyVersion: this.learner.steps,
+        policyVersion,
         time: now,
         completions,
         rewards,

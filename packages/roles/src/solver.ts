@@ -14,6 +14,18 @@ export interface SolvedGroup {
   completions: string[];
   /** The sampled ids of each completion (ending with EOS when it finished). */
   tokens: number[][];
+  /** log π(token) of each sampled id under the policy that sampled it (before temperature). */
+  logProbs: number[][];
+  /** The learner step of the policy that sampled the group; travels with the rollout. */
+  policyVersion: number;
+}
+
+export interface SolveOptions {
+  /** G: completions per task. */
+  groupSize: number;
+  sampling: SampleOptions;
+  /** The learner step of `policy`. */
+  policyVersion: number;
 }
 
 const keyOf = (spec: ProposedTask) => `${spec.proposer}\n${spec.round}\n${spec.index}`;
@@ -84,14 +96,20 @@ export function solve(
   policy: Policy,
   tokenizer: Tokenizer,
   tasks: readonly { spec: ProposedTask; task: Task }[],
-  groupSize: number,
-  sampling: SampleOptions,
+  { groupSize, sampling, policyVersion }: SolveOptions,
 ): SolvedGroup[] {
   if (tasks.length === 0) return [];
   const prompts = tasks.flatMap(({ task }) => new Array<string>(groupSize).fill(task.prompt));
   const completions = generateText(policy, tokenizer, prompts, sampling);
   return tasks.map(({ spec, task }, t) => {
     const group = completions.slice(t * groupSize, (t + 1) * groupSize);
-    return { spec, task, completions: group.map((c) => c.text), tokens: group.map((c) => c.tokens) };
+    return {
+      spec,
+      task,
+      completions: group.map((c) => c.text),
+      tokens: group.map((c) => c.tokens),
+      logProbs: group.map((c) => c.logProbs),
+      policyVersion,
+    };
   });
 }

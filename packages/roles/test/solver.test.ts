@@ -1,7 +1,9 @@
+import { ByteTokenizer, Policy, selectBackend } from '@swarm-node/sapo';
+import { generateTask } from '@swarm-node/tasks';
 import { mersenne } from 'pure-rand/generator/mersenne';
-import { describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { deriveSeed, type ProposedTask } from '../src/messages.js';
-import { TaskPool } from '../src/solver.js';
+import { solve, TaskPool } from '../src/solver.js';
 
 const spec = (proposer: string, round: number, index = 0): ProposedTask => ({
   family: 'count',
@@ -33,5 +35,30 @@ describe('the task pool', () => {
     expect(taken.map((t) => t.spec.round).sort()).toEqual([3, 4, 5]);
     expect(pool.size).toBe(0);
     expect(pool.knows(spec('alice', 0))).toBe(true);
+  });
+});
+
+describe('solve', () => {
+  beforeAll(async () => {
+    await selectBackend({ backend: 'cpu' });
+  });
+
+  it('returns G completions per task with their ids, per-token log-probs and the policy version', () => {
+    const policy = Policy.create({ vocabSize: 259, layers: 1, dModel: 16, heads: 2, mlpRatio: 2, contextLength: 160 }, { seed: 3 });
+    const tasks = [spec('alice', 1), spec('bob', 1, 2)].map((s) => ({ spec: s, task: generateTask(s) }));
+    const groups = solve(policy, new ByteTokenizer(), tasks, {
+      groupSize: 3,
+      sampling: { maxNewTokens: 5, seed: 9 },
+      policyVersion: 17,
+    });
+    policy.dispose();
+    expect(groups.map((g) => g.spec)).toEqual(tasks.map((t) => t.spec));
+    for (const group of groups) {
+      expect(group.policyVersion).toBe(17);
+      expect(group.completions).toHaveLength(3);
+      expect(group.logProbs.map((l) => l.length)).toEqual(group.tokens.map((t) => t.length));
+      for (const logProb of group.logProbs.flat()) expect(logProb).toBeLessThanOrEqual(0);
+      expect(group.tokens.flat().length).toBeGreaterThan(0);
+    }
   });
 });
