@@ -198,9 +198,10 @@ function chartBody(series: readonly Series[], options: ChartOptions, id: string)
   return out;
 }
 
-const svgDocument = (width: number, height: number, body: string[]) =>
+const svgDocument = (width: number, height: number, title: string, body: string[]) =>
   [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${num(width)}" height="${num(height)}" viewBox="0 0 ${num(width)} ${num(height)}" font-family="sans-serif" font-size="${FONT}">`,
+    `<title>${xml(title)}</title>`,
     `<rect width="${num(width)}" height="${num(height)}" fill="white"/>`,
     ...body,
     '</svg>',
@@ -208,7 +209,7 @@ const svgDocument = (width: number, height: number, body: string[]) =>
 
 /** A complete standalone SVG document. */
 export function lineChart(series: readonly Series[], options: ChartOptions): string {
-  return svgDocument(options.width ?? 800, options.height ?? 450, chartBody(series, options, 'plot'));
+  return svgDocument(options.width ?? 800, options.height ?? 450, options.title, chartBody(series, options, 'plot'));
 }
 
 /** Panels left to right, then top to bottom, each in a cell as large as the largest panel. */
@@ -223,5 +224,6 @@ export function chartGrid(panels: readonly Panel[], columns: number): string {
     return `<g transform="${at}">\n${chartBody(p.series, p.options, `plot${i}`).join('\n')}\n</g>`;
   });
   const width = Math.min(columns, panels.length) * cellWidth;
-  return svgDocument(width, Math.ceil(panels.length / columns) * cellHeight, body);
+  const title = panels.map((p) => p.options.title).join('; ');
+  return svgDocument(width, Math.ceil(panels.length / columns) * cellHeight, title, body);
 }

@@ -44,7 +44,10 @@ describe('solve', () => {
   });
 
   it('returns G completions per task with their ids, per-token log-probs and the policy version', () => {
-    const policy = Policy.create({ vocabSize: 259, layers: 1, dModel: 16, heads: 2, mlpRatio: 2, contextLength: 160 }, { seed: 3 });
+    const policy = Policy.create(
+      { vocabSize: 259, layers: 1, dModel: 16, heads: 2, mlpRatio: 2, contextLength: 160 },
+      { seed: 3 },
+    );
     const tasks = [spec('alice', 1), spec('bob', 1, 2)].map((s) => ({ spec: s, task: generateTask(s) }));
     const groups = solve(policy, new ByteTokenizer(), tasks, {
       groupSize: 3,
