@@ -44,7 +44,8 @@ describe('lineChart', () => {
     const nasty = `a<b & "c" 'd'>`;
     const svg = lineChart([line(nasty, [1, 2])], { title: nasty, xLabel: nasty, yLabel: nasty });
     expectWellFormed(svg);
-    expect(svg.split('a&lt;b &amp; &quot;c&quot; &apos;d&apos;&gt;')).toHaveLength(5);
+    // <title>, the heading, both axis labels and the legend.
+    expect(svg.split('a&lt;b &amp; &quot;c&quot; &apos;d&apos;&gt;')).toHaveLength(6);
     expect(svg).not.toContain('a<b');
   });
 
