@@ -6,19 +6,20 @@
  *
  * For each family and difficulty it samples `samples` completions (temperature 1, as the solver
  * does) for each of `tasks` tasks and reports the pass rate, and the share of groups with signal
- * (neither all right nor all wrong): the groups SAPO can learn from.
+ * (neither all right nor all wrong): the groups SAPO can learn from. The work is done by
+ * evaluatePassRates in @swarm-node/roles; `swarm-node eval` is the same for operators.
  */
 import { parseArgs } from 'node:util';
+import { evaluatePassRates, formatPassRateTable, type PassRateCell } from '@swarm-node/roles';
 import {
   ByteTokenizer,
   EMBEDDED_MODEL_PATH,
-  generate,
   loadCheckpoint,
   Policy,
   type PolicyConfig,
   selectBackend,
 } from '@swarm-node/sapo';
-import { FAMILIES } from '@swarm-node/tasks';
+import { getFamily } from '@swarm-node/tasks';
 
 const { values } = parseArgs({
   options: {
@@ -45,31 +46,23 @@ for (const tensor of [...checkpoint.weights.values(), ...checkpoint.optimizer.va
 
 console.log(`${values.checkpoint}: step ${checkpoint.step}, ${policy.parameterCount()} parameters`);
 console.log(`${taskCount} tasks x ${samples} samples per cell, temperature 1, seed ${seed}\n`);
-console.log('| family | d1 | d2 | d3 | d4 | d5 |');
-console.log('|---|---|---|---|---|---|');
 const started = performance.now();
-let cell = 0;
-for (const family of FAMILIES) {
-  const cells: string[] = [];
-  for (let difficulty = family.difficulty.min; difficulty <= family.difficulty.max; difficulty++) {
-    const tasks = Array.from({ length: taskCount }, (_, i) => family.generate(seed + i, difficulty));
-    const prompts = tasks.flatMap((task) => new Array<number[]>(samples).fill(tokenizer.encodePrompt(task.prompt)));
-    const completions = generate(policy, prompts, {
-      maxNewTokens: Number(values['max-new-tokens']),
-      seed: seed + cell++,
-    });
-    const rewards = completions.map((c, i) =>
-      family.score(tasks[Math.floor(i / samples)] as (typeof tasks)[number], tokenizer.decode(c.tokens)),
-    );
-    const pass = rewards.reduce((a, b) => a + b, 0) / rewards.length;
-    let withSignal = 0;
-    for (let t = 0; t < taskCount; t++) {
-      const group = rewards.slice(t * samples, (t + 1) * samples);
-      if (group.some((r) => r !== group[0])) withSignal++;
-    }
-    cells.push(`${(100 * pass).toFixed(0)} % (${((100 * withSignal) / taskCount).toFixed(0)} %)`);
-  }
-  console.log(`| ${family.name} | ${cells.join(' | ')} |`);
-}
+// A family's row is printed as soon as its last difficulty is done; the header with the first row.
+let row: PassRateCell[] = [];
+let first = true;
+evaluatePassRates(policy, tokenizer, {
+  tasks: taskCount,
+  samples,
+  maxNewTokens: Number(values['max-new-tokens']),
+  seed,
+  onCell(cell) {
+    row.push(cell);
+    if (cell.difficulty < getFamily(cell.family).difficulty.max) return;
+    const lines = formatPassRateTable(row).split('\n');
+    console.log((first ? lines : lines.slice(2)).join('\n'));
+    first = false;
+    row = [];
+  },
+});
 console.log(`\npass rate (share of groups with signal); ${((performance.now() - started) / 1000).toFixed(0)} s`);
 policy.dispose();

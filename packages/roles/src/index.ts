@@ -15,7 +15,15 @@ export {
   taskMessageProblem,
   taskProblem,
 } from './messages.js';
+export {
+  evaluatePassRates,
+  formatPassRateTable,
+  PASS_RATE_DEFAULTS,
+  type PassRateCell,
+  type PassRateOptions,
+} from './pass-rates.js';
 export { Proposer, type ProposerOptions } from './proposer.js';
+export { Relay, type RelayOptions } from './relay.js';
 export { RoundLoop, type RoundLoopOptions, type RoundMetrics } from './round-loop.js';
 export { type SolvedGroup, type SolveOptions, solve, TaskPool } from './solver.js';
 export type { Handler, Topic, Topics, Transport, Verdict } from './transport.js';

@@ -16,10 +16,10 @@ import {
   type StepReport,
   saveCheckpoint,
 } from '@swarm-node/sapo';
-import { FAMILIES, TaskError } from '@swarm-node/tasks';
+import { FAMILIES } from '@swarm-node/tasks';
 import { mersenne } from 'pure-rand/generator/mersenne';
 import { Evaluator } from './evaluator.js';
-import { hashToSeed, type ProposedTask, type RolloutMessage, taskMessageProblem } from './messages.js';
+import { hashToSeed, type RolloutMessage } from './messages.js';
 import { Proposer, type ProposerOptions } from './proposer.js';
 import { solve, TaskPool } from './solver.js';
 import type { Transport, Verdict } from './transport.js';
@@ -40,6 +40,8 @@ export interface RoundLoopOptions {
   /** Tasks and rollouts older than this are dropped. Default 10 minutes. */
   maxAgeMs?: number;
   proposer?: Omit<ProposerOptions, 'families'>;
+  /** Whether this node proposes tasks; without, it solves peers' tasks only. Default true. */
+  propose?: boolean;
   /** Save the learner every `every` rounds into `dir`, keeping `keep` files. */
   checkpoint?: { dir: string; every: number; keep?: number };
   /** Seeds task draws and sampling (each round's seeds derive from it and the round). Default 0. */
@@ -102,6 +104,7 @@ export class RoundLoop {
       maxAgeMs: 600_000,
       seed: 0,
       startRound: 0,
+      propose: true,
       now: Date.now,
       ...options,
     };
@@ -136,7 +139,7 @@ export class RoundLoop {
     const now = this.#options.now();
     const me = this.transport.peerId;
 
-    for (const task of this.proposer.propose(round)) {
+    for (const task of this.#options.propose ? this.proposer.propose(round) : []) {
       this.pool.add(task, now);
       await this.transport.publish('tasks', { task, time: now });
     }
@@ -231,27 +234,10 @@ export class RoundLoop {
   }
 
   #onTask(message: unknown, from: string): Verdict {
-    const verdict = this.#checkTask(message, from);
+    const verdict = this.pool.offer(message, from, this.#options.now(), this.#options.maxAgeMs);
     const key = verdict[0] === 'accept' ? 'accept' : `${verdict[0]}:${verdict[1]}`;
     this.#taskVerdicts[key] = (this.#taskVerdicts[key] ?? 0) + 1;
     return verdict[0];
-  }
-
-  #checkTask(message: unknown, from: string): [Verdict, string?] {
-    const problem = taskMessageProblem(message);
-    if (problem !== null) return ['reject', problem];
-    const { task, time } = message as { task: ProposedTask; time: number };
-    if (task.proposer !== from) return ['reject', 'proposer-is-not-sender'];
-    const now = this.#options.now();
-    if (time < now - this.#options.maxAgeMs) return ['ignore', 'stale'];
-    try {
-      const added = this.pool.add(task, now);
-      return added === 'added' ? ['accept'] : ['ignore', added];
-    } catch (error) {
-      if (!(error instanceof TaskError)) throw error;
-      const ahead = error.code === 'UNKNOWN_FAMILY' || error.code === 'GENERATOR_VERSION_MISMATCH';
-      return [ahead ? 'ignore' : 'reject', error.code.toLowerCase().replaceAll('_', '-')];
-    }
   }
 
   #onRollout(message: unknown, from: string): Verdict {

@@ -3,10 +3,11 @@
  * samples G completions of each with this node's policy.
  */
 import { generateText, type Policy, type SampleOptions, type Tokenizer } from '@swarm-node/sapo';
-import { generateTask, type Task } from '@swarm-node/tasks';
+import { generateTask, type Task, TaskError } from '@swarm-node/tasks';
 import { uniformInt } from 'pure-rand/distribution/uniformInt';
 import type { RandomGenerator } from 'pure-rand/types/RandomGenerator';
-import type { ProposedTask } from './messages.js';
+import { type ProposedTask, type TaskMessage, taskMessageProblem } from './messages.js';
+import type { Verdict } from './transport.js';
 
 export interface SolvedGroup {
   spec: ProposedTask;
@@ -63,6 +64,28 @@ export class TaskPool {
     this.#entries.push({ spec, task, added: now });
     if (this.#entries.length > this.#capacity) this.#entries.shift();
     return 'added';
+  }
+
+  /**
+   * A peer's task message (anything at all) from `from`: added to the pool when valid, with the
+   * verdict and, when not accepted, the reason. Rejected: broken schema, a seed not bound to its
+   * proposer, a spec the generator refuses, a proposer other than the sender. Ignored: stale,
+   * duplicate, over the proposer's quota, or a family or generator version this node lacks.
+   */
+  offer(message: unknown, from: string, now: number, maxAgeMs: number): [Verdict, string?] {
+    const problem = taskMessageProblem(message);
+    if (problem !== null) return ['reject', problem];
+    const { task, time } = message as TaskMessage;
+    if (task.proposer !== from) return ['reject', 'proposer-is-not-sender'];
+    if (time < now - maxAgeMs) return ['ignore', 'stale'];
+    try {
+      const added = this.add(task, now);
+      return added === 'added' ? ['accept'] : ['ignore', added];
+    } catch (error) {
+      if (!(error instanceof TaskError)) throw error;
+      const ahead = error.code === 'UNKNOWN_FAMILY' || error.code === 'GENERATOR_VERSION_MISMATCH';
+      return [ahead ? 'ignore' : 'reject', error.code.toLowerCase().replaceAll('_', '-')];
+    }
   }
 
   /** True when exactly this spec was added (published by its proposer, or proposed here). */
