@@ -1,7 +1,13 @@
+import './polyfill.js';
 import { readFileSync } from 'node:fs';
+import { SapoError } from '@swarm-node/sapo';
 import { TaskError } from '@swarm-node/tasks';
 import { Command, CommanderError } from 'commander';
+import { evalCommand } from './commands/eval.js';
+import { idCommand, statusCommand } from './commands/node-info.js';
+import { bootstrapCommand, startCommand } from './commands/start.js';
 import { tasksCommand } from './commands/tasks.js';
+import { NodeError } from './errors.js';
 
 const { version } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as {
   version: string;
@@ -9,11 +15,17 @@ const { version } = JSON.parse(readFileSync(new URL('../package.json', import.me
 
 /** Exit codes: 0 success, 1 failure at run time, 2 bad usage (flags, values). */
 export const EXIT_USAGE = 2;
+export const EXIT_RUNTIME = 1;
 
 export function createProgram(): Command {
   return new Command('swarm-node')
     .description('A peer-to-peer swarm reinforcement-learning node: gossip rollouts, not gradients.')
     .version(version)
+    .addCommand(startCommand())
+    .addCommand(bootstrapCommand())
+    .addCommand(idCommand())
+    .addCommand(statusCommand())
+    .addCommand(evalCommand())
     .addCommand(tasksCommand());
 }
 
@@ -33,6 +45,15 @@ export async function main(argv: readonly string[]): Promise<number> {
     if (error instanceof TaskError) {
       console.error(`error: ${error.message}`);
       return EXIT_USAGE;
+    }
+    if (error instanceof NodeError) {
+      console.error(`error: ${error.message}`);
+      return error.isUsage ? EXIT_USAGE : EXIT_RUNTIME;
+    }
+    // A bad checkpoint, an unusable backend: the message says what to do.
+    if (error instanceof SapoError) {
+      console.error(`error: ${error.message}`);
+      return EXIT_RUNTIME;
     }
     throw error;
   }

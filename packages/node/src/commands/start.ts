@@ -1,0 +1,240 @@
+/**
+ * `swarm-node start` (a training node) and `swarm-node bootstrap` (a seed peer): both run a node
+ * until SIGINT/SIGTERM, then stop cleanly — finish the step, save the checkpoint, close libp2p.
+ */
+import { join } from 'node:path';
+import type { RoundMetrics } from '@swarm-node/roles';
+import { BACKEND_NAMES, describeBackend } from '@swarm-node/sapo';
+import { Command } from 'commander';
+import { addNetworkOptions, DEFAULT_DATA_DIR, integer, positiveNumber, resolveSettings, setting } from '../config.js';
+import { type NodeOptions, type Role, type SwarmNode, startNode } from '../swarm-node.js';
+
+interface NetworkSettings {
+  dataDir: string;
+  swarm: string;
+  listen: string[];
+  announce?: string[];
+  bootstrap: string[];
+  mdns: boolean;
+  psk?: string;
+  minPeers: number;
+  maxConnections?: number;
+  statusHost: string;
+  statusPort: number;
+  status: boolean;
+  json: boolean;
+}
+
+interface StartSettings extends NetworkSettings {
+  roles: Role[];
+  localGroups: number;
+  externalGroups: number;
+  groupSize: number;
+  learningRate?: number;
+  rounds: number;
+  backend: string;
+  checkpointEvery: number;
+  keepCheckpoints: number;
+  seed?: number;
+}
+
+export function startCommand(): Command {
+  const command = new Command('start').description(
+    "run a node: propose tasks, solve them with the local model, share rollouts, learn from its own and peers'",
+  );
+  addNetworkOptions(command, { dataDir: DEFAULT_DATA_DIR, listen: '/ip4/0.0.0.0/tcp/0' })
+    .addOption(
+      setting('--roles <roles>', 'roles to play, comma-separated: proposer, solver, evaluator')
+        .default(['proposer', 'solver', 'evaluator'], 'proposer,solver,evaluator')
+        .argParser((value) => value.split(',').map((r) => r.trim()) as Role[]),
+    )
+    .addOption(
+      setting('-I, --local-groups <n>', 'own groups per SAPO step').default(6).argParser(integer('--local-groups', 0)),
+    )
+    .addOption(
+      setting('-J, --external-groups <n>', "peers' groups per SAPO step")
+        .default(2)
+        .argParser(integer('--external-groups', 0)),
+    )
+    .addOption(
+      setting('-G, --group-size <n>', 'completions sampled per task').default(8).argParser(integer('--group-size', 2)),
+    )
+    .addOption(
+      setting('--learning-rate <lr>', 'Adam learning rate (default 1e-4)').argParser(positiveNumber('--learning-rate')),
+    )
+    .addOption(
+      setting('--rounds <n>', 'stop after this many rounds; 0 runs until stopped')
+        .default(0)
+        .argParser(integer('--rounds', 0)),
+    )
+    .addOption(
+      setting('--backend <name>', 'tensorflow backend')
+        .choices(['auto', ...BACKEND_NAMES])
+        .default('auto'),
+    )
+    .addOption(
+      setting('--checkpoint-every <n>', 'save the model every n rounds (and on stop)')
+        .default(10)
+        .argParser(integer('--checkpoint-every', 1)),
+    )
+    .addOption(
+      setting('--keep-checkpoints <n>', 'checkpoint files kept').default(3).argParser(integer('--keep-checkpoints', 1)),
+    )
+    .addOption(
+      setting('--seed <n>', 'seed of task draws and sampling (default: from the peer id)').argParser(
+        integer('--seed', 0),
+      ),
+    )
+    .action(async (_options, cmd: Command) => {
+      const settings = resolveSettings<StartSettings>(cmd);
+      await runUntilSignalled(
+        {
+          ...networkNodeOptions(settings),
+          mode: 'peer',
+          roles: settings.roles,
+          localGroups: settings.localGroups,
+          externalGroups: settings.externalGroups,
+          groupSize: settings.groupSize,
+          rounds: settings.rounds,
+          backend: settings.backend,
+          checkpointEvery: settings.checkpointEvery,
+          keepCheckpoints: settings.keepCheckpoints,
+          ...(settings.learningRate === undefined ? {} : { learningRate: settings.learningRate }),
+          ...(settings.seed === undefined ? {} : { seed: settings.seed }),
+        },
+        settings.json,
+      );
+    });
+  return command;
+}
+
+export function bootstrapCommand(): Command {
+  const command = new Command('bootstrap').description(
+    'run a seed peer: a DHT server that relays checked messages and trains nothing; hand out the addresses it prints',
+  );
+  addNetworkOptions(command, { dataDir: join(DEFAULT_DATA_DIR, 'bootstrap'), listen: '/ip4/0.0.0.0/tcp/4117' }).action(
+    async (_options, cmd: Command) => {
+      const settings = resolveSettings<NetworkSettings>(cmd);
+      await runUntilSignalled({ ...networkNodeOptions(settings), mode: 'bootstrap' }, settings.json);
+    },
+  );
+  return command;
+}
+
+function networkNodeOptions(settings: NetworkSettings): NodeOptions {
+  return {
+    dataDir: settings.dataDir,
+    swarmId: settings.swarm,
+    listen: settings.listen,
+    bootstrap: settings.bootstrap,
+    mdns: settings.mdns,
+    minPeers: settings.minPeers,
+    statusHost: settings.statusHost,
+    statusPort: settings.status ? settings.statusPort : null,
+    ...(settings.announce === undefined ? {} : { announce: settings.announce }),
+    ...(settings.psk === undefined ? {} : { pskFile: settings.psk }),
+    ...(settings.maxConnections === undefined ? {} : { maxConnections: settings.maxConnections }),
+  };
+}
+
+/** Starts the node, logs, and stops it cleanly on the first SIGINT/SIGTERM (the second one exits at once). */
+async function runUntilSignalled(options: NodeOptions, json: boolean): Promise<void> {
+  const log = json ? jsonLogger() : humanLogger();
+  const node = await startNode(options);
+  log.started(node, options);
+  node.on('round', (metrics) => log.round(metrics, node));
+  node.on('checkpoint', (file) => log.event('checkpoint', { file }));
+  let signals = 0;
+  const onSignal = (signal: NodeJS.Signals) => {
+    signals++;
+    if (signals > 1) {
+      log.event('exit', { signal, note: 'second signal: exiting without saving' });
+      process.exit(130);
+    }
+    log.event('stopping', {
+      signal,
+      note: 'finishing the current step and saving a checkpoint (signal again to abandon)',
+    });
+    void node.stop();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    await node.run();
+  } finally {
+    await node.stop();
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+  log.event('stopped', { peerId: node.peerId, checkpoint: node.status().checkpoint });
+}
+
+interface Logger {
+  started(node: SwarmNode, options: NodeOptions): void;
+  round(metrics: RoundMetrics, node: SwarmNode): void;
+  event(name: string, fields: Record<string, unknown>): void;
+}
+
+function jsonLogger(): Logger {
+  // The log line's time (ISO) replaces a record's own `time`: one clock per line.
+  const line = (event: string, fields: object) => {
+    const time = new Date().toISOString();
+    console.log(JSON.stringify(Object.assign({ time, event }, fields, { time })));
+  };
+  return {
+    started: (node) => line('started', { ...node.status(), statusUrl: node.statusUrl, startRound: node.startRound }),
+    round: (metrics) => line('round', metrics),
+    event: line,
+  };
+}
+
+function humanLogger(): Logger {
+  const fixed = (value: number | null) => (value === null ? '-' : value.toFixed(2));
+  return {
+    started(node, options) {
+      const status = node.status();
+      const lines = [
+        `swarm-node ${status.mode === 'bootstrap' ? 'bootstrap peer' : 'node'} ${status.peerId} in swarm "${status.swarmId}"`,
+        ...status.addresses.map((address) => `  listening  ${address}`),
+      ];
+      if (status.backend !== null) lines.push(`  backend    ${describeBackend(status.backend)}`);
+      if (status.mode === 'peer') {
+        lines.push(
+          `  model      ${status.checkpoint === null ? 'embedded base model (docs/MODEL.md)' : `resumed from ${status.checkpoint}, round ${node.startRound}`}`,
+        );
+      }
+      const seeds = options.bootstrap ?? [];
+      lines.push(
+        `  peers      ${seeds.length === 0 ? 'no bootstrap peers given' : `${seeds.length} bootstrap peer(s)`}${options.mdns === false ? '' : '; looking on the local network (mDNS)'}`,
+      );
+      if (node.statusUrl !== null)
+        lines.push(`  status     ${node.statusUrl}/status   metrics ${node.statusUrl}/metrics`);
+      if (status.mode === 'bootstrap')
+        lines.push('  hand out the listening addresses above (with /p2p/…) as --bootstrap');
+      lines.push('  Ctrl-C stops after the current step and saves the model.');
+      console.log(lines.join('\n'));
+    },
+    round(metrics, node) {
+      const { groups, received } = metrics;
+      const accepted = received.rollouts.accept ?? 0;
+      const rejected = Object.entries(received.rollouts)
+        .filter(([key]) => key.startsWith('reject'))
+        .reduce((sum, [, n]) => sum + n, 0);
+      const zero = groups.zeroSignal.local + groups.zeroSignal.external;
+      console.log(
+        `round ${metrics.round}  reward ${fixed(metrics.reward)} (last 10: ${fixed(node.status().reward.last10)})  ` +
+          `step ${metrics.policyVersion}${metrics.learner.updated ? '' : ' (no update)'}  ` +
+          `groups ${groups.localUsed} own + ${groups.externalUsed} peers' (${zero} zero-signal dropped)  ` +
+          `peers ${node.host.libp2p.getPeers().length}  rollouts in ${accepted} ok / ${rejected} rejected  ` +
+          `${(metrics.seconds.solve + metrics.seconds.learn).toFixed(1)} s`,
+      );
+    },
+    event(name, fields) {
+      const text = Object.entries(fields)
+        .filter(([, value]) => value !== undefined && value !== null)
+        .map(([key, value]) => `${key}=${typeof value === 'string' ? value : JSON.stringify(value)}`)
+        .join(' ');
+      console.log(`${name}${text === '' ? '' : `: ${text}`}`);
+    },
+  };
+}

@@ -1,0 +1,153 @@
+/**
+ * Settings for `start` and `bootstrap`: each comes from a flag, else a `SWARM_NODE_*` environment
+ * variable, else the JSON config file (`--config`), else its default — in that order.
+ */
+import { readFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { type Command, InvalidArgumentError, Option } from 'commander';
+import { NodeError } from './errors.js';
+
+/** Where a node keeps its identity and checkpoints unless told otherwise. */
+export const DEFAULT_DATA_DIR = join(homedir(), '.swarm-node');
+
+/** The seed peers a node dials when none are given. None are run yet: a node on the defaults finds peers on its LAN (mDNS). */
+export const DEFAULT_BOOTSTRAP: readonly string[] = [];
+
+/** Parses a whole number from `min` to `max` for a flag. */
+export function integer(name: string, min: number, max = Number.MAX_SAFE_INTEGER) {
+  return (value: string): number => {
+    const n = Number(value.trim());
+    if (!/^\d+$/.test(value.trim()) || n < min || n > max) {
+      throw new InvalidArgumentError(
+        max === Number.MAX_SAFE_INTEGER
+          ? min === 1
+            ? `${name} must be a positive integer.`
+            : `${name} must be an integer of at least ${min}.`
+          : `${name} must be an integer from ${min} to ${max}.`,
+      );
+    }
+    return n;
+  };
+}
+
+export function positiveNumber(name: string) {
+  return (value: string): number => {
+    const number = Number(value);
+    if (value.trim() === '' || !Number.isFinite(number) || number <= 0) {
+      throw new InvalidArgumentError(`${name} must be a positive number.`);
+    }
+    return number;
+  };
+}
+
+const list = (value: string): string[] =>
+  value
+    .split(',')
+    .map((item) => item.trim())
+    .filter((item) => item.length > 0);
+
+/** An option that can also come from `SWARM_NODE_<NAME>`. */
+export function setting(flags: string, description: string): Option {
+  const option = new Option(flags, description);
+  return option.env(
+    `SWARM_NODE_${option
+      .attributeName()
+      .replace(/[A-Z]/g, (c) => `_${c}`)
+      .toUpperCase()}`,
+  );
+}
+
+/** Options every long-running command shares: where it keeps state and how it reaches the swarm. */
+export function addNetworkOptions(command: Command, defaults: { dataDir: string; listen: string }): Command {
+  return command
+    .addOption(new Option('--config <file>', 'JSON file of settings (keys as the long flags in camelCase)'))
+    .addOption(setting('--data-dir <dir>', 'identity, checkpoints and status address').default(defaults.dataDir))
+    .addOption(setting('--swarm <id>', 'swarm id: names the topics and the DHT').default('main'))
+    .addOption(
+      setting('--listen <addrs>', 'comma-separated multiaddrs to listen on')
+        .default(list(defaults.listen), defaults.listen)
+        .argParser(list),
+    )
+    .addOption(setting('--announce <addrs>', 'comma-separated multiaddrs to tell peers instead').argParser(list))
+    .addOption(
+      setting('--bootstrap <addrs>', 'comma-separated seed multiaddrs, each ending /p2p/<peer id>')
+        .default([...DEFAULT_BOOTSTRAP], DEFAULT_BOOTSTRAP.length === 0 ? 'none' : DEFAULT_BOOTSTRAP.join(','))
+        .argParser(list),
+    )
+    .addOption(setting('--no-mdns', 'do not look for peers on the local network'))
+    .addOption(setting('--psk <file>', 'pre-shared key file: only peers with the same key can connect'))
+    .addOption(
+      setting('--min-peers <n>', 'keep dialling until this many peers are connected')
+        .default(4)
+        .argParser(integer('--min-peers', 0)),
+    )
+    .addOption(
+      setting('--max-connections <n>', 'connection limit (default: 100, bootstrap 2000)').argParser(
+        integer('--max-connections', 1),
+      ),
+    )
+    .addOption(setting('--status-host <host>', 'address of the /status and /metrics HTTP server').default('127.0.0.1'))
+    .addOption(
+      setting('--status-port <port>', 'its port; 0 picks a free one (written to <data-dir>/status.address)')
+        .default(0)
+        .argParser(integer('--status-port', 0)),
+    )
+    .addOption(setting('--no-status', 'do not serve /status and /metrics'))
+    .addOption(new Option('--json', 'log one JSON object per line, for machines').default(false));
+}
+
+/**
+ * The command's options with the config file applied: a key fills an option only where neither a
+ * flag nor an environment variable set it. Unknown keys and values of the wrong type are errors.
+ */
+export function resolveSettings<T extends object>(command: Command): T {
+  const values = command.opts<T>() as Record<string, unknown>;
+  const file = values.config as string | undefined;
+  if (file === undefined) return values as T;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (error) {
+    throw new NodeError('BAD_CONFIG', `cannot read the config file ${file}: ${(error as Error).message}`, {
+      cause: error,
+    });
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+    throw new NodeError('BAD_CONFIG', `the config file ${file} must hold a JSON object of settings`);
+  }
+  const options = new Map(command.options.filter((o) => o.long !== '--config').map((o) => [o.attributeName(), o]));
+  for (const [key, value] of Object.entries(parsed)) {
+    const option = options.get(key);
+    if (option === undefined) {
+      throw new NodeError(
+        'BAD_CONFIG',
+        `${file}: unknown setting ${JSON.stringify(key)}; known settings are ${[...options.keys()].join(', ')}`,
+      );
+    }
+    const source = command.getOptionValueSource(key);
+    if (source === 'cli' || source === 'env') continue;
+    values[key] = settingValue(file, key, option, value);
+  }
+  return values as T;
+}
+
+function settingValue(file: string, key: string, option: Option, value: unknown): unknown {
+  if (option.isBoolean()) {
+    if (typeof value !== 'boolean') throw new NodeError('BAD_CONFIG', `${file}: ${key} must be true or false`);
+    return value;
+  }
+  const text = Array.isArray(value) && value.every((v) => typeof v === 'string') ? value.join(',') : value;
+  if (typeof text !== 'string' && typeof text !== 'number') {
+    throw new NodeError(
+      'BAD_CONFIG',
+      `${file}: ${key} must be a ${option.parseArg === list ? 'list of strings' : 'string or number'}`,
+    );
+  }
+  if (option.parseArg === undefined) return String(text);
+  try {
+    return option.parseArg(String(text), undefined);
+  } catch (error) {
+    throw new NodeError('BAD_CONFIG', `${file}: ${key}: ${(error as Error).message}`);
+  }
+}

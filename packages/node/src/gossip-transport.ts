@@ -1,0 +1,171 @@
+/**
+ * The roles' transport over gossipsub. Every peer message passes a topic validator before gossipsub
+ * delivers or forwards it: rate limit → size cap → decode → protocol version → the roles' handler
+ * (schema, seeds, staleness, duplicates, re-verification of every reward). Its verdict goes back to
+ * gossipsub — Accept forwards, Reject drops and costs the sender score, Ignore just drops — and a
+ * peer whose messages keep failing re-verification also loses application score.
+ */
+import { type Message, TopicValidatorResult } from '@libp2p/gossipsub';
+import type { Handler, Topic, Topics, Transport, Verdict } from '@swarm-node/roles';
+import { Counter } from 'prom-client';
+import type { Host } from './host.js';
+import { decodeMessage, encodeMessage, MAX_MESSAGE_BYTES, TOPICS, topicName } from './wire/index.js';
+
+export interface GossipTransportOptions {
+  host: Host;
+  swarmId: string;
+  /** Messages a second one author may have accepted per topic, sustained. Default 20. */
+  messagesPerSecond?: number;
+  /** Messages one author may send in a burst per topic. Default 200. */
+  burst?: number;
+  /** Half-life of a peer's rejected-message count in its application score, ms. Default 10 minutes. */
+  penaltyHalfLifeMs?: number;
+  now?: () => number;
+}
+
+/** Application score lost per rejected message (after decay). */
+const PENALTY_PER_REJECT = 10;
+
+const RESULT: Record<Verdict, TopicValidatorResult> = {
+  accept: TopicValidatorResult.Accept,
+  reject: TopicValidatorResult.Reject,
+  ignore: TopicValidatorResult.Ignore,
+};
+
+interface Bucket {
+  tokens: number;
+  at: number;
+}
+
+export class GossipTransport implements Transport {
+  readonly peerId: string;
+  readonly #host: Host;
+  readonly #names: Record<Topic, string>;
+  readonly #handlers = new Map<Topic, Handler>();
+  readonly #options: Required<Omit<GossipTransportOptions, 'host' | 'swarmId'>>;
+  readonly #buckets = new Map<string, Bucket>();
+  readonly #penalties = new Map<string, { value: number; at: number }>();
+  readonly #verdicts: Counter<'topic' | 'verdict' | 'reason'>;
+  readonly #bytes: Counter<'direction' | 'topic'>;
+  /** Verdicts on peers' messages by topic and `verdict:reason` (`accept` alone when accepted). */
+  readonly counts: Record<Topic, Record<string, number>> = { tasks: {}, rollouts: {} };
+  #sent = 0;
+  #received = 0;
+
+  constructor(options: GossipTransportOptions) {
+    this.#host = options.host;
+    this.peerId = options.host.libp2p.peerId.toString();
+    this.#options = { messagesPerSecond: 20, burst: 200, penaltyHalfLifeMs: 600_000, now: Date.now, ...options };
+    this.#names = { tasks: topicName(options.swarmId, 'tasks'), rollouts: topicName(options.swarmId, 'rollouts') };
+    this.#verdicts = new Counter({
+      name: 'swarm_node_messages_total',
+      help: "Peers' messages by topic, verdict (accept, reject, ignore) and reason",
+      labelNames: ['topic', 'verdict', 'reason'],
+      registers: [options.host.registry],
+    });
+    this.#bytes = new Counter({
+      name: 'swarm_node_payload_bytes_total',
+      help: 'Message payload bytes published and received (first deliveries), by topic',
+      labelNames: ['direction', 'topic'],
+      registers: [options.host.registry],
+    });
+    for (const topic of TOPICS) {
+      this.#host.pubsub.topicValidators.set(this.#names[topic], (_from, message) => this.#validate(topic, message));
+    }
+  }
+
+  /** The gossipsub topic names of this swarm. */
+  get topicNames(): Readonly<Record<Topic, string>> {
+    return this.#names;
+  }
+
+  async publish<T extends Topic>(topic: T, message: Topics[T]): Promise<void> {
+    const bytes = encodeMessage(topic, message);
+    if (bytes.byteLength > MAX_MESSAGE_BYTES[topic]) {
+      throw new RangeError(
+        `a ${topic} message of ${bytes.byteLength} bytes exceeds the ${MAX_MESSAGE_BYTES[topic]}-byte limit peers enforce`,
+      );
+    }
+    this.#sent += bytes.byteLength;
+    this.#bytes.inc({ direction: 'sent', topic }, bytes.byteLength);
+    await this.#host.pubsub.publish(this.#names[topic], bytes);
+  }
+
+  subscribe(topic: Topic, handler: Handler): void {
+    this.#handlers.set(topic, handler);
+    this.#host.pubsub.subscribe(this.#names[topic]);
+  }
+
+  traffic(): { sent: number; received: number } {
+    return { sent: this.#sent, received: this.#received };
+  }
+
+  /** What this node holds against a peer, ≤ 0: minus 10 per rejected message, halving every half-life. */
+  applicationScore(peerId: string): number {
+    const penalty = this.#penalties.get(peerId);
+    if (penalty === undefined) return 0;
+    return -PENALTY_PER_REJECT * this.#decayed(penalty);
+  }
+
+  async close(): Promise<void> {
+    for (const topic of TOPICS) {
+      this.#host.pubsub.topicValidators.delete(this.#names[topic]);
+      if (this.#handlers.has(topic)) this.#host.pubsub.unsubscribe(this.#names[topic]);
+    }
+    this.#handlers.clear();
+  }
+
+  #validate(topic: Topic, message: Message): TopicValidatorResult {
+    // StrictSign: gossipsub has already checked the signature, so `from` is the author.
+    if (message.type !== 'signed') return this.#count(topic, null, 'reject', 'unsigned');
+    const author = message.from.toString();
+    this.#received += message.data.byteLength;
+    this.#bytes.inc({ direction: 'received', topic }, message.data.byteLength);
+    if (!this.#take(`${topic}\n${author}`)) return this.#count(topic, author, 'ignore', 'rate-limited');
+    const decoded = decodeMessage(topic, message.data);
+    if (!decoded.ok) return this.#count(topic, author, decoded.verdict, decoded.reason);
+    const handler = this.#handlers.get(topic);
+    if (handler === undefined) return this.#count(topic, author, 'ignore', 'not-subscribed');
+    let verdict: Verdict;
+    try {
+      verdict = handler(decoded.message, author);
+    } catch (error) {
+      // A bug of ours must not cost an honest peer score, nor stop the node.
+      console.error(`swarm-node: ${topic} handler failed: ${(error as Error).stack ?? error}`);
+      return this.#count(topic, author, 'ignore', 'handler-error');
+    }
+    // The roles count their own reasons (evaluator counts, task verdicts); here the verdict is enough.
+    return this.#count(topic, author, verdict, verdict === 'accept' ? '' : 'roles');
+  }
+
+  #count(topic: Topic, author: string | null, verdict: Verdict, reason: string): TopicValidatorResult {
+    const key = verdict === 'accept' ? 'accept' : `${verdict}:${reason}`;
+    this.counts[topic][key] = (this.counts[topic][key] ?? 0) + 1;
+    this.#verdicts.inc({ topic, verdict, reason });
+    if (verdict === 'reject' && author !== null) {
+      const penalty = this.#penalties.get(author);
+      this.#penalties.set(author, {
+        value: (penalty === undefined ? 0 : this.#decayed(penalty)) + 1,
+        at: this.#options.now(),
+      });
+    }
+    return RESULT[verdict];
+  }
+
+  #decayed(penalty: { value: number; at: number }): number {
+    return penalty.value * 0.5 ** ((this.#options.now() - penalty.at) / this.#options.penaltyHalfLifeMs);
+  }
+
+  /** A token bucket per author and topic. */
+  #take(key: string): boolean {
+    const now = this.#options.now();
+    const { messagesPerSecond, burst } = this.#options;
+    const bucket = this.#buckets.get(key) ?? { tokens: burst, at: now };
+    bucket.tokens = Math.min(burst, bucket.tokens + ((now - bucket.at) / 1000) * messagesPerSecond);
+    bucket.at = now;
+    this.#buckets.set(key, bucket);
+    if (bucket.tokens < 1) return false;
+    bucket.tokens -= 1;
+    return true;
+  }
+}

@@ -1,0 +1,300 @@
+/**
+ * The libp2p host: TCP + noise + yamux, identify, ping, gossipsub (signed messages, peer scoring),
+ * a private kad-dht per swarm, bootstrap peers, mDNS, an optional pre-shared key, and a keeper that
+ * holds at least `minPeers` connections. It knows nothing of tasks or rollouts: the gossip
+ * transport (gossip-transport.ts) puts the roles' messages on it.
+ */
+import './polyfill.js';
+import { randomBytes } from 'node:crypto';
+import { bootstrap } from '@libp2p/bootstrap';
+import { type GossipSub, gossipsub } from '@libp2p/gossipsub';
+import {
+  createPeerScoreParams,
+  createTopicScoreParams,
+  type PeerScoreThresholds,
+  type TopicScoreParams,
+} from '@libp2p/gossipsub/score';
+import { identify } from '@libp2p/identify';
+import type { PeerId, PrivateKey } from '@libp2p/interface';
+import { type KadDHT, kadDHT, passthroughMapper } from '@libp2p/kad-dht';
+import { mdns } from '@libp2p/mdns';
+import { noise } from '@libp2p/noise';
+import { type Ping, ping } from '@libp2p/ping';
+import { preSharedKey } from '@libp2p/pnet';
+import { prometheusMetrics } from '@libp2p/prometheus-metrics';
+import { tcp } from '@libp2p/tcp';
+import { yamux } from '@libp2p/yamux';
+import { type Multiaddr, multiaddr } from '@multiformats/multiaddr';
+import { createLibp2p, type Libp2p } from 'libp2p';
+import { Registry } from 'prom-client';
+import { NodeError } from './errors.js';
+
+export interface HostOptions {
+  privateKey: PrivateKey;
+  /** Namespaces the DHT protocol (and, in the transport, the topics). */
+  swarmId: string;
+  /** Addresses to listen on. Default `/ip4/0.0.0.0/tcp/0` (any free port). */
+  listen?: string[];
+  /** Addresses to tell peers instead of the listening ones (behind NAT or port forwarding). */
+  announce?: string[];
+  /** Multiaddrs with `/p2p/<id>` dialled first and redialled with backoff while below `minPeers`. */
+  bootstrap?: string[];
+  /** Find peers on the local network. Default true. */
+  mdns?: boolean;
+  /** A pre-shared key (the pnet key file's contents) for a private swarm. */
+  psk?: Uint8Array;
+  /**
+   * 'peer' trains; 'bootstrap' is a long-lived seed: higher connection limits, gossipsub peer
+   * exchange, a higher inbound connection rate. Default 'peer'.
+   */
+  role?: 'peer' | 'bootstrap';
+  /** The keeper dials until this many peers are connected. Default 4 (0 turns the keeper off). */
+  minPeers?: number;
+  /** Default 100 for a peer, 2000 for a bootstrap node. */
+  maxConnections?: number;
+  /** Gossipsub topics whose invalid messages cost their sender score. */
+  scoredTopics?: string[];
+  /** Application score of a peer, added to its gossipsub score (weight 1). Default 0. */
+  appSpecificScore?: (peerId: string) => number;
+  /**
+   * IPs exempt from gossipsub's many-peers-on-one-IP penalty. Default loopback: a local swarm's
+   * processes all share 127.0.0.1.
+   */
+  ipColocationWhitelist?: string[];
+  /** How often the keeper checks its peer count, ms. Default 5000. */
+  keeperIntervalMs?: number;
+}
+
+export type Services = { pubsub: GossipSub; dht: KadDHT; ping: Ping; identify: unknown };
+
+/** Gossipsub's router has these; its published interface does not list them. */
+export interface RouterView {
+  getScore(peerId: string): number;
+  getMeshPeers(topic: string): string[];
+}
+
+export interface Host {
+  libp2p: Libp2p<Services>;
+  pubsub: GossipSub & RouterView;
+  /** Prometheus registry holding libp2p's, gossipsub's and the node's own metrics. */
+  registry: Registry;
+  addresses(): string[];
+  stop(): Promise<void>;
+}
+
+/** Gossipsub score thresholds (the defaults of the gossipsub spec), named here because tests and docs rely on them. */
+export const SCORE_THRESHOLDS: PeerScoreThresholds = {
+  gossipThreshold: -10,
+  publishThreshold: -50,
+  graylistThreshold: -80,
+  acceptPXThreshold: 10,
+  opportunisticGraftThreshold: 20,
+};
+
+/**
+ * Scoring per topic. Our topics are slow (a message per node per round, rounds of seconds to
+ * minutes), so no delivery rate is demanded of mesh peers; what costs score is an invalid message:
+ * −10 × (count)², decaying by 1 % a second, so three rejects put a peer below the graylist
+ * threshold (−80) for about a minute and repeated offences keep it there.
+ */
+export const TOPIC_SCORE: Partial<TopicScoreParams> = {
+  topicWeight: 1,
+  timeInMeshWeight: 0.01,
+  timeInMeshQuantum: 1000,
+  timeInMeshCap: 300,
+  firstMessageDeliveriesWeight: 0.5,
+  firstMessageDeliveriesDecay: 0.9,
+  firstMessageDeliveriesCap: 10,
+  meshMessageDeliveriesWeight: 0,
+  meshFailurePenaltyWeight: 0,
+  invalidMessageDeliveriesWeight: -10,
+  invalidMessageDeliveriesDecay: 0.99,
+};
+
+const LOOPBACK = ['127.0.0.1', '::1'];
+
+/** The DHT protocol of a swarm: peers of other swarms never enter its routing table. */
+export const dhtProtocol = (swarmId: string) => `/swarm-node/${swarmId}/kad/1.0.0`;
+
+/** Parses a multiaddr from the operator, or says which one is wrong and what it should look like. */
+export function parseMultiaddr(text: string, what: string, needPeerId = false): Multiaddr {
+  let address: Multiaddr;
+  try {
+    address = multiaddr(text);
+  } catch (error) {
+    throw new NodeError(
+      'BAD_ADDRESS',
+      `${what} ${JSON.stringify(text)} is not a multiaddr (${(error as Error).message}); expected e.g. /ip4/203.0.113.7/tcp/4117${needPeerId ? '/p2p/12D3KooW…' : ''}`,
+    );
+  }
+  if (needPeerId && address.getComponents().every((c) => c.name !== 'p2p')) {
+    throw new NodeError(
+      'BAD_ADDRESS',
+      `${what} ${text} has no /p2p/<peer id>: a bootstrap address must name the peer, e.g. ${text}/p2p/12D3KooW…`,
+    );
+  }
+  return address;
+}
+
+export async function createHost(options: HostOptions): Promise<Host> {
+  const role = options.role ?? 'peer';
+  const listen = options.listen ?? ['/ip4/0.0.0.0/tcp/0'];
+  for (const address of listen) parseMultiaddr(address, 'listen address');
+  for (const address of options.announce ?? []) parseMultiaddr(address, 'announce address');
+  const bootstrapList = options.bootstrap ?? [];
+  for (const address of bootstrapList) parseMultiaddr(address, 'bootstrap address', true);
+  const bootstrapIds = new Set(
+    bootstrapList.map(
+      (a) =>
+        multiaddr(a)
+          .getComponents()
+          .find((c) => c.name === 'p2p')?.value,
+    ),
+  );
+  const registry = new Registry();
+  const appScore = options.appSpecificScore ?? (() => 0);
+
+  const topicScore = createTopicScoreParams(TOPIC_SCORE);
+  let libp2p: Libp2p<Services>;
+  try {
+    libp2p = await createLibp2p({
+      privateKey: options.privateKey,
+      addresses: { listen, announce: options.announce ?? [] },
+      transports: [tcp()],
+      connectionEncrypters: [noise()],
+      streamMuxers: [yamux()],
+      ...(options.psk === undefined ? {} : { connectionProtector: preSharedKey({ psk: options.psk }) }),
+      peerDiscovery: [
+        ...(bootstrapList.length > 0 ? [bootstrap({ list: bootstrapList })] : []),
+        ...(options.mdns === false ? [] : [mdns({ serviceTag: `swarm-node-${options.swarmId}.local` })]),
+      ],
+      connectionManager: {
+        maxConnections: options.maxConnections ?? (role === 'bootstrap' ? 2000 : 100),
+        // Seeds take the whole swarm's first dials; the default (5 a second per host) refuses local swarms.
+        inboundConnectionThreshold: role === 'bootstrap' ? 1000 : 50,
+        maxIncomingPendingConnections: role === 'bootstrap' ? 256 : 32,
+      },
+      // On a busy machine a 5 s ping timeout closes healthy links and loses messages (DESIGN.md).
+      connectionMonitor: { pingInterval: 30_000, pingTimeout: { minTimeout: 20_000, maxTimeout: 60_000 } },
+      metrics: prometheusMetrics({ registry, collectDefaultMetrics: false }),
+      services: {
+        identify: identify(),
+        ping: ping(),
+        dht: kadDHT({
+          protocol: dhtProtocol(options.swarmId),
+          // Server mode, and private addresses kept: local and LAN swarms are first-class.
+          clientMode: false,
+          peerInfoMapper: passthroughMapper,
+        }),
+        pubsub: gossipsub({
+          globalSignaturePolicy: 'StrictSign',
+          allowPublishToZeroTopicPeers: true,
+          emitSelf: false,
+          doPX: role === 'bootstrap',
+          scoreParams: createPeerScoreParams({
+            topics: Object.fromEntries((options.scoredTopics ?? []).map((topic) => [topic, topicScore])),
+            // Configured seeds may send peer exchange (acceptPXThreshold is 10) until they misbehave.
+            appSpecificScore: (peer: string) =>
+              appScore(peer) + (bootstrapIds.has(peer) ? SCORE_THRESHOLDS.acceptPXThreshold : 0),
+            appSpecificWeight: 1,
+            IPColocationFactorWhitelist: new Set(options.ipColocationWhitelist ?? LOOPBACK),
+          }),
+          scoreThresholds: SCORE_THRESHOLDS,
+        }),
+      },
+    });
+  } catch (error) {
+    throw hostError(error, listen);
+  }
+
+  try {
+    await libp2p.start();
+  } catch (error) {
+    await Promise.resolve(libp2p.stop()).catch(() => {});
+    throw hostError(error, listen);
+  }
+  const keeper = startKeeper(libp2p, bootstrapList, options.minPeers ?? 4, options.keeperIntervalMs ?? 5000);
+  return {
+    libp2p,
+    pubsub: libp2p.services.pubsub as GossipSub & RouterView,
+    registry,
+    addresses: () => libp2p.getMultiaddrs().map((a) => a.toString()),
+    async stop() {
+      keeper.stop();
+      await libp2p.stop();
+    },
+  };
+}
+
+function hostError(error: unknown, listen: string[]): Error {
+  const code = (error as NodeJS.ErrnoException).code;
+  const message = (error as Error).message ?? String(error);
+  if (code === 'EADDRINUSE' || /EADDRINUSE|address already in use/i.test(message)) {
+    return new NodeError(
+      'PORT_IN_USE',
+      `cannot listen on ${listen.join(', ')}: the port is in use. Stop the other process or choose another port with --listen.`,
+      { cause: error },
+    );
+  }
+  if (code === 'EADDRNOTAVAIL' || code === 'EACCES' || /EADDRNOTAVAIL|EACCES|NoValidAddresses/i.test(message)) {
+    return new NodeError('BAD_ADDRESS', `cannot listen on ${listen.join(', ')}: ${message}`, { cause: error });
+  }
+  return error as Error;
+}
+
+/**
+ * Keeps at least `minPeers` connections: libp2p dials discovered peers only once and bootstrap
+ * peers once at start. Each tick below the minimum it redials seeds whose backoff has passed
+ * (1 s doubling to 5 min), dials a few known peers from the peer store, and walks the DHT towards a
+ * random key to learn new ones.
+ */
+function startKeeper(libp2p: Libp2p<Services>, seeds: string[], minPeers: number, intervalMs: number) {
+  const backoff = new Map<string, { next: number; delay: number }>();
+  let walking = false;
+  const tick = async () => {
+    if (minPeers <= 0 || libp2p.status !== 'started') return;
+    const connected = new Set(libp2p.getPeers().map((p) => p.toString()));
+    if (connected.size >= minPeers) return;
+    const now = Date.now();
+    for (const seed of seeds) {
+      const address = multiaddr(seed);
+      const id = address.getComponents().find((c) => c.name === 'p2p')?.value;
+      if (id === undefined || connected.has(id)) continue;
+      const state = backoff.get(seed) ?? { next: 0, delay: 1000 };
+      if (state.next > now) continue;
+      libp2p.dial(address).then(
+        () => backoff.delete(seed),
+        () => backoff.set(seed, { next: Date.now() + state.delay, delay: Math.min(state.delay * 2, 300_000) }),
+      );
+      backoff.set(seed, { next: now + state.delay, delay: state.delay });
+    }
+    const known = (await libp2p.peerStore.all()).filter(
+      (p) => !connected.has(p.id.toString()) && p.addresses.length > 0,
+    );
+    for (const peer of known.slice(0, minPeers - connected.size)) void libp2p.dial(peer.id).catch(() => {});
+    if (!walking && connected.size > 0) {
+      walking = true;
+      walk(libp2p).finally(() => {
+        walking = false;
+      });
+    }
+  };
+  const timer = setInterval(() => void tick().catch(() => {}), intervalMs);
+  timer.unref();
+  void tick().catch(() => {});
+  return { stop: () => clearInterval(timer) };
+}
+
+/** One random walk: ask the DHT for the peers closest to a random key, adding them to the peer store. */
+async function walk(libp2p: Libp2p<Services>): Promise<void> {
+  const signal = AbortSignal.timeout(10_000);
+  try {
+    for await (const _event of libp2p.services.dht.getClosestPeers(randomBytes(32), { signal })) {
+      // Peers found on the way land in the peer store; the next tick dials them.
+    }
+  } catch {
+    // A walk that times out or finds nobody is not an error: the next tick tries again.
+  }
+}
+
+export type { PeerId };

@@ -1,0 +1,92 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { eventually, fetchStatus, type NodeProcess, spawnNode, stopNode } from './helpers/processes.js';
+
+// One bootstrap peer and three training nodes, each a real process on loopback (needs `npm run build`).
+const LOOPBACK = ['--listen', '/ip4/127.0.0.1/tcp/0', '--no-mdns', '--swarm', 'ci-swarm'];
+
+interface Status {
+  peerId: string;
+  round: number | null;
+  policyVersion: number | null;
+  externalGroupsUsed: number;
+  peers: unknown[];
+  rollouts: { received: { rollouts: Record<string, number> } };
+}
+
+describe('a swarm of swarm-node processes', () => {
+  const processes: NodeProcess[] = [];
+  let dir = '';
+
+  afterAll(async () => {
+    await Promise.all(processes.map((p) => stopNode(p, 'SIGKILL')));
+    if (dir !== '') await rm(dir, { recursive: true, force: true });
+  });
+
+  it('gossips, checks and learns from peers, and a restarted node keeps its id and its steps', async () => {
+    dir = await mkdtemp(join(tmpdir(), 'swarm-processes-'));
+    const seed = spawnNode(['bootstrap', '--data-dir', join(dir, 'seed'), ...LOOPBACK]);
+    processes.push(seed);
+    const seedStarted = await seed.waitFor((l) => l.event === 'started', 'the bootstrap peer to start');
+    const seedAddress = (seedStarted.addresses as string[])[0] as string;
+    expect(seedAddress).toMatch(/^\/ip4\/127\.0\.0\.1\/tcp\/\d+\/p2p\/12D3KooW/);
+
+    const startNode = (name: string) => {
+      const node = spawnNode([
+        'start',
+        '--data-dir',
+        join(dir, name),
+        '--bootstrap',
+        seedAddress,
+        '--min-peers',
+        '3',
+        '--checkpoint-every',
+        '2',
+        ...LOOPBACK,
+      ]);
+      processes.push(node);
+      return node;
+    };
+    const nodes = ['a', 'b', 'c'].map(startNode);
+    const urls = await Promise.all(
+      nodes.map(
+        async (node) => (await node.waitFor((l) => l.event === 'started', 'a node to start')).statusUrl as string,
+      ),
+    );
+
+    // Every node accepts peers' rollouts (re-verified) and trains on them, and its /status says so.
+    const statuses = await Promise.all(
+      urls.map((url) =>
+        eventually(async () => {
+          const status = (await fetchStatus(url)) as unknown as Status;
+          const accepted = status.rollouts.received.rollouts.accept ?? 0;
+          return accepted > 0 && status.externalGroupsUsed > 0 ? status : undefined;
+        }, `${url} to learn from peers`),
+      ),
+    );
+    for (const status of statuses) {
+      expect(status.peers.length).toBeGreaterThanOrEqual(1);
+      expect(Object.keys(status.rollouts.received.rollouts).filter((k) => k.startsWith('reject'))).toEqual([]);
+    }
+
+    // SIGTERM: the node finishes its step, saves, exits 0; started again, it is the same peer and goes on.
+    const [first] = nodes as [NodeProcess];
+    const before = statuses[0] as Status;
+    expect(await stopNode(first)).toBe(0);
+    const stopped = await first.waitFor((l) => l.event === 'stopped', 'the node to report its stop');
+    expect(stopped.checkpoint).toMatch(/step-\d+\.safetensors$/);
+    const lastRound = Math.max(...first.lines.filter((l) => l.event === 'round').map((l) => l.round as number));
+    const lastStep = Math.max(...first.lines.filter((l) => l.event === 'round').map((l) => l.policyVersion as number));
+
+    const again = startNode('a');
+    const restarted = await again.waitFor((l) => l.event === 'started', 'the restarted node');
+    expect(restarted.peerId).toBe(before.peerId);
+    expect(lastStep).toBeGreaterThan(0);
+    expect(restarted.policyVersion).toBe(lastStep);
+    expect(restarted.startRound).toBe(lastRound + 1);
+    const round = await again.waitFor((l) => l.event === 'round', 'a round after the restart');
+    expect(round.round).toBe(lastRound + 1);
+  });
+});
