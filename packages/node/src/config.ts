@@ -47,15 +47,13 @@ const list = (value: string): string[] =>
     .map((item) => item.trim())
     .filter((item) => item.length > 0);
 
-/** An option that can also come from `SWARM_NODE_<NAME>`. */
+/**
+ * An option that can also come from `SWARM_NODE_<FLAG>` (--data-dir: SWARM_NODE_DATA_DIR). For a
+ * negated flag the variable keeps the "no" (SWARM_NODE_NO_MDNS): any value of it turns the thing off.
+ */
 export function setting(flags: string, description: string): Option {
   const option = new Option(flags, description);
-  return option.env(
-    `SWARM_NODE_${option
-      .attributeName()
-      .replace(/[A-Z]/g, (c) => `_${c}`)
-      .toUpperCase()}`,
-  );
+  return option.env(`SWARM_NODE_${option.name().replaceAll('-', '_').toUpperCase()}`);
 }
 
 /** Options every long-running command shares: where it keeps state and how it reaches the swarm. */
@@ -133,7 +131,8 @@ export function resolveSettings<T extends object>(command: Command): T {
 }
 
 function settingValue(file: string, key: string, option: Option, value: unknown): unknown {
-  if (option.isBoolean()) {
+  // A flag without a value (--json, --no-mdns): commander's isBoolean() leaves out negated flags.
+  if (!option.required && !option.optional) {
     if (typeof value !== 'boolean') throw new NodeError('BAD_CONFIG', `${file}: ${key} must be true or false`);
     return value;
   }

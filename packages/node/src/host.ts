@@ -28,6 +28,7 @@ import { type Multiaddr, multiaddr } from '@multiformats/multiaddr';
 import { createLibp2p, type Libp2p } from 'libp2p';
 import { Registry } from 'prom-client';
 import { NodeError } from './errors.js';
+import { gossipMetricsRegister } from './gossip-metrics.js';
 
 export interface HostOptions {
   privateKey: PrivateKey;
@@ -54,6 +55,8 @@ export interface HostOptions {
   maxConnections?: number;
   /** Gossipsub topics whose invalid messages cost their sender score. */
   scoredTopics?: string[];
+  /** Short names of topics for metric labels, e.g. { '/swarm-node/main/tasks/1': 'tasks' }. */
+  topicLabels?: Record<string, string>;
   /** Application score of a peer, added to its gossipsub score (weight 1). Default 0. */
   appSpecificScore?: (peerId: string) => number;
   /**
@@ -200,6 +203,8 @@ export async function createHost(options: HostOptions): Promise<Host> {
             IPColocationFactorWhitelist: new Set(options.ipColocationWhitelist ?? LOOPBACK),
           }),
           scoreThresholds: SCORE_THRESHOLDS,
+          metricsRegister: gossipMetricsRegister(registry),
+          metricsTopicStrToLabel: new Map(Object.entries(options.topicLabels ?? {})),
         }),
       },
     });

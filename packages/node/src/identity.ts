@@ -22,9 +22,9 @@ export interface Identity {
 /** Loads the identity in `dataDir`, making one (and the directory) when there is none. */
 export async function loadOrCreateIdentity(dataDir: string): Promise<Identity> {
   const file = join(dataDir, IDENTITY_FILE);
+  await ensureDataDir(dataDir);
   const existing = await loadIdentity(dataDir);
   if (existing !== null) return existing;
-  await ensureDataDir(dataDir);
   const privateKey = await generateKeyPair('Ed25519');
   // Written to a temporary file and renamed, so a crash never leaves half a key to refuse later.
   const temporary = `${file}.${process.pid}.tmp`;

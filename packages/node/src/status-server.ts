@@ -27,6 +27,8 @@ export interface StatusServer {
 
 export async function startStatusServer(options: StatusServerOptions): Promise<StatusServer> {
   const server = createServer((request, response) => {
+    // No keep-alive: a client reusing a socket the server is just closing gets ECONNRESET.
+    response.setHeader('connection', 'close');
     const path = new URL(request.url ?? '/', 'http://localhost').pathname;
     if (request.method !== 'GET') {
       response.writeHead(405, { allow: 'GET' }).end();

@@ -170,6 +170,7 @@ export async function startNode(options: NodeOptions): Promise<SwarmNode> {
       ...(options.minPeers === undefined ? {} : { minPeers: options.minPeers }),
       ...(options.maxConnections === undefined ? {} : { maxConnections: options.maxConnections }),
       scoredTopics: TOPICS.map((topic) => topicName(swarmId, topic)),
+      topicLabels: Object.fromEntries(TOPICS.map((topic) => [topicName(swarmId, topic), topic])),
       appSpecificScore: (peer) => transport?.applicationScore(peer) ?? 0,
     });
   } catch (error) {

@@ -1,8 +1,9 @@
+import { spawnSync } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { eventually, fetchStatus, type NodeProcess, spawnNode, stopNode } from './helpers/processes.js';
+import { BIN, eventually, fetchStatus, type NodeProcess, spawnNode, stopNode } from './helpers/processes.js';
 
 // One bootstrap peer and three training nodes, each a real process on loopback (needs `npm run build`).
 const LOOPBACK = ['--listen', '/ip4/127.0.0.1/tcp/0', '--no-mdns', '--swarm', 'ci-swarm'];
@@ -70,6 +71,16 @@ describe('a swarm of swarm-node processes', () => {
       expect(status.peers.length).toBeGreaterThanOrEqual(1);
       expect(Object.keys(status.rollouts.received.rollouts).filter((k) => k.startsWith('reject'))).toEqual([]);
     }
+
+    // The operator's view: `swarm-node status` reads the address from the data dir; /metrics is Prometheus text.
+    const shown = spawnSync(process.execPath, [BIN, 'status', '--data-dir', join(dir, 'b')], { encoding: 'utf8' });
+    expect(shown.status).toBe(0);
+    expect(shown.stdout).toMatch(/^peer 12D3KooW/);
+    expect(shown.stdout).toMatch(/rollouts .*accept \d+/);
+    const metrics = await (await fetch(`${urls[1]}/metrics`)).text();
+    expect(metrics).toMatch(/^swarm_node_messages_total\{topic="rollouts",verdict="accept",reason=""\} \d+/m);
+    expect(metrics).toMatch(/^libp2p_/m);
+    expect(metrics).toMatch(/^gossipsub_mesh_peer_count\{topicStr="\/swarm-node\/ci-swarm\/rollouts\/1"\} [1-9]/m);
 
     // SIGTERM: the node finishes its step, saves, exits 0; started again, it is the same peer and goes on.
     const [first] = nodes as [NodeProcess];

@@ -144,13 +144,16 @@ async function runUntilSignalled(options: NodeOptions, json: boolean): Promise<v
   log.started(node, options);
   node.on('round', (metrics) => log.round(metrics, node));
   node.on('checkpoint', (file) => log.event('checkpoint', { file }));
-  let signals = 0;
+  let firstSignal = 0;
   const onSignal = (signal: NodeJS.Signals) => {
-    signals++;
-    if (signals > 1) {
+    // One Ctrl-C can arrive twice (the terminal signals the process group, and npx forwards it):
+    // only a signal a second or more after the first abandons the save.
+    if (firstSignal !== 0 && Date.now() - firstSignal < 1000) return;
+    if (firstSignal !== 0) {
       log.event('exit', { signal, note: 'second signal: exiting without saving' });
       process.exit(130);
     }
+    firstSignal = Date.now();
     log.event('stopping', {
       signal,
       note: 'finishing the current step and saving a checkpoint (signal again to abandon)',

@@ -5,7 +5,7 @@
 import type { RolloutMessage, TaskMessage, Topic, Topics } from '@swarm-node/roles';
 import * as pb from './messages.js';
 
-/** The version every message carries; a node ignores messages of a newer version than its own. */
+/** The version every message carries, and the last part of every topic name. */
 export const PROTOCOL_VERSION = 1;
 
 /**
@@ -55,8 +55,11 @@ export function decodeMessage(topic: Topic, bytes: Uint8Array): Decoded {
     return { ok: false, verdict: 'reject', reason: 'undecodable' };
   }
   const { protocolVersion, task, timeMs, ...rest } = decoded;
-  if (protocolVersion > PROTOCOL_VERSION) return { ok: false, verdict: 'ignore', reason: 'newer-protocol-version' };
-  if (protocolVersion !== PROTOCOL_VERSION) return { ok: false, verdict: 'reject', reason: 'bad-protocol-version' };
+  // The topic name carries the version, so a v1 topic holds v1 messages only; a later version gets
+  // its own topics. (Ignoring "newer" versions instead would let junk that decodes as version 255 in
+  // without costing its sender score.)
+  if (protocolVersion !== PROTOCOL_VERSION)
+    return { ok: false, verdict: 'reject', reason: 'protocol-version-mismatch' };
   if (task === undefined) return { ok: false, verdict: 'reject', reason: 'missing-task' };
   return { ok: true, message: { ...rest, task: { ...task }, time: timeMs } as TaskMessage | RolloutMessage };
 }

@@ -1,0 +1,108 @@
+import { spawnSync } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createServer, type Server } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BIN } from './helpers/processes.js';
+
+// The node commands as a person runs them: real processes, real files, real ports.
+const swarmNode = (...args: string[]) => {
+  const result = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', timeout: 60_000 });
+  return { code: result.status, stdout: result.stdout, stderr: result.stderr };
+};
+const LOOPBACK = ['--listen', '/ip4/127.0.0.1/tcp/0', '--no-mdns', '--no-status'];
+
+describe('swarm-node node commands', () => {
+  let dir = '';
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'node-cli-'));
+  });
+  afterAll(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('id makes an identity once and shows the same peer id after', () => {
+    const first = swarmNode('id', '--data-dir', join(dir, 'id'));
+    expect(first.code).toBe(0);
+    expect(first.stderr).toMatch(/created a new identity/);
+    const second = swarmNode('id', '--data-dir', join(dir, 'id'), '--json');
+    expect(JSON.parse(second.stdout)).toMatchObject({ peerId: first.stdout.trim(), created: false });
+  });
+
+  it('start runs the given rounds on the embedded defaults, saves, and says where', () => {
+    const { code, stdout } = swarmNode('start', '--data-dir', join(dir, 'run'), '--rounds', '2', ...LOOPBACK);
+    expect(code).toBe(0);
+    expect(stdout).toMatch(/^swarm-node node 12D3KooW\S+ in swarm "main"/);
+    expect(stdout).toMatch(/model +embedded base model/);
+    expect(stdout.match(/^round \d+ +reward/gm)).toHaveLength(2);
+    expect(stdout).toMatch(/^stopped: .*checkpoint=.*step-\d+\.safetensors/m);
+  });
+
+  it('refuses a bootstrap address without a peer id, before touching the network (exit 2)', () => {
+    const { code, stderr } = swarmNode(
+      'start',
+      '--data-dir',
+      join(dir, 'bad'),
+      '--bootstrap',
+      '/ip4/127.0.0.1/tcp/4117',
+      ...LOOPBACK,
+    );
+    expect(code).toBe(2);
+    expect(stderr).toMatch(/has no \/p2p\/<peer id>/);
+    expect(
+      swarmNode('start', '--data-dir', join(dir, 'bad'), '--bootstrap', 'not-an-address', ...LOOPBACK).stderr,
+    ).toMatch(/is not a multiaddr/);
+  });
+
+  it('says when the port is in use (exit 1)', async () => {
+    const server: Server = createServer();
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const { port } = server.address() as { port: number };
+    try {
+      const { code, stderr } = swarmNode(
+        'bootstrap',
+        '--data-dir',
+        join(dir, 'port'),
+        '--listen',
+        `/ip4/127.0.0.1/tcp/${port}`,
+        '--no-mdns',
+        '--no-status',
+      );
+      expect(code).toBe(1);
+      expect(stderr).toMatch(/port is in use/);
+    } finally {
+      server.close();
+    }
+  });
+
+  it('says when the data directory is unusable, and when no node answers status (exit 1)', async () => {
+    await writeFile(join(dir, 'a-file'), 'x');
+    const unusable = swarmNode('start', '--data-dir', join(dir, 'a-file', 'data'), ...LOOPBACK);
+    expect(unusable.code).toBe(1);
+    expect(unusable.stderr).toMatch(/data directory .* is not writable/);
+    const status = swarmNode('status', '--data-dir', join(dir, 'nobody'));
+    expect(status.code).toBe(1);
+    expect(status.stderr).toMatch(/no running node found/);
+  });
+
+  it('refuses a damaged checkpoint instead of starting fresh', async () => {
+    const data = join(dir, 'damaged');
+    expect(swarmNode('start', '--data-dir', data, '--rounds', '1', ...LOOPBACK).code).toBe(0);
+    const { readdir, truncate } = await import('node:fs/promises');
+    const [file] = await readdir(join(data, 'checkpoints'));
+    await truncate(join(data, 'checkpoints', file as string), 1000);
+    const { code, stderr } = swarmNode('start', '--data-dir', data, '--rounds', '1', ...LOOPBACK);
+    expect(code).toBe(1);
+    expect(stderr).toMatch(/refusing to start from a fresh model/);
+  });
+
+  it('shows every setting with its default and environment variable in --help', () => {
+    const { code, stdout } = swarmNode('start', '--help');
+    expect(code).toBe(0);
+    expect(stdout).toMatch(/--local-groups <n>[^-]*\(default: 6, env:\s+SWARM_NODE_LOCAL_GROUPS\)/);
+    expect(stdout).toMatch(/--no-mdns[^-]*env:\s+SWARM_NODE_NO_MDNS/);
+    expect(stdout).toMatch(/--status-host <host>[^-]*\(default:\s+"127\.0\.0\.1"/);
+    expect(swarmNode('bootstrap', '--help').stdout).toMatch(/tcp\/4117/);
+  });
+});

@@ -1,0 +1,92 @@
+import type { RolloutMessage, TaskMessage } from '@swarm-node/roles';
+import { deriveSeed } from '@swarm-node/roles';
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { decodeMessage, encodeMessage, MAX_MESSAGE_BYTES, swarmIdProblem, topicName } from '../src/wire/index.js';
+import * as pb from '../src/wire/messages.js';
+
+const proposer = '12D3KooWExampleProposer';
+const task = {
+  family: 'count',
+  seed: deriveSeed(proposer, 7, 1),
+  difficulty: 2,
+  generatorVersion: 1,
+  proposer,
+  round: 7,
+  index: 1,
+};
+const taskMessage: TaskMessage = { task, time: 1_795_000_000_123 };
+const rollout: RolloutMessage = {
+  task,
+  producer: '12D3KooWExampleProducer',
+  round: 9,
+  policyVersion: 41,
+  time: 1_795_000_000_456,
+  completions: ['<answer>3</answer>', '', 'ünïcödé ✓ 🙂'],
+  rewards: [1, 0, 1 / 3],
+};
+
+describe('the wire protocol', () => {
+  it('round-trips tasks and rollouts exactly (rewards as doubles, times in ms)', () => {
+    expect(decodeMessage('tasks', encodeMessage('tasks', taskMessage))).toEqual({ ok: true, message: taskMessage });
+    expect(decodeMessage('rollouts', encodeMessage('rollouts', rollout))).toEqual({ ok: true, message: rollout });
+  });
+
+  it('names topics per swarm and version, and restricts swarm ids', () => {
+    expect(topicName('lab-1', 'rollouts')).toBe('/swarm-node/lab-1/rollouts/1');
+    expect(swarmIdProblem('lab-1')).toBeNull();
+    for (const bad of ['', 'Lab', 'a/b', '-x', 'x'.repeat(65)]) expect(swarmIdProblem(bad)).not.toBeNull();
+  });
+
+  it("rejects oversized and undecodable bytes, and any protocol version but the topic's", () => {
+    expect(decodeMessage('tasks', new Uint8Array(MAX_MESSAGE_BYTES.tasks + 1))).toMatchObject({
+      verdict: 'reject',
+      reason: 'oversized',
+    });
+    expect(decodeMessage('rollouts', Uint8Array.of(0x0a, 0xff))).toMatchObject({
+      verdict: 'reject',
+      reason: 'undecodable',
+    });
+    // Junk that happens to decode as a version: rejected, so it costs its sender.
+    expect(decodeMessage('rollouts', Uint8Array.of(0x0a, 0xff, 0x01))).toMatchObject({ verdict: 'reject' });
+    const bytes = encodeMessage('rollouts', rollout);
+    expect(decodeMessage('rollouts', bytes.subarray(0, bytes.length - 3))).toMatchObject({
+      verdict: 'reject',
+      reason: 'undecodable',
+    });
+    const newer = pb.TaskMessage.encode({ protocolVersion: 2, task, timeMs: 1 });
+    expect(decodeMessage('tasks', newer)).toMatchObject({ verdict: 'reject', reason: 'protocol-version-mismatch' });
+    const unversioned = pb.TaskMessage.encode({ protocolVersion: 0, task, timeMs: 1 });
+    expect(decodeMessage('tasks', unversioned)).toMatchObject({
+      verdict: 'reject',
+      reason: 'protocol-version-mismatch',
+    });
+    const noTask = pb.RolloutMessage.encode({ ...rollout, protocolVersion: 1, task: undefined, timeMs: 1 } as never);
+    expect(decodeMessage('rollouts', noTask)).toMatchObject({ verdict: 'reject', reason: 'missing-task' });
+  });
+
+  it('rejects a rollout with more completions than any legal group', () => {
+    const many = pb.RolloutMessage.encode({
+      ...rollout,
+      protocolVersion: 1,
+      timeMs: 1,
+      completions: new Array(65).fill('x'),
+      rewards: [],
+    });
+    expect(decodeMessage('rollouts', many)).toMatchObject({ verdict: 'reject', reason: 'undecodable' });
+  });
+
+  it('never throws on arbitrary bytes', () => {
+    fc.assert(
+      fc.property(
+        fc.uint8Array({ maxLength: 2048 }),
+        fc.constantFrom('tasks' as const, 'rollouts' as const),
+        (bytes, topic) => {
+          const decoded = decodeMessage(topic, bytes);
+          expect(typeof decoded.ok).toBe('boolean');
+        },
+      ),
+      { numRuns: 5000 },
+    );
+  });
+});
