@@ -23,6 +23,9 @@ export interface GossipTransportOptions {
   now?: () => number;
 }
 
+/** Rate-limit buckets and penalties kept, per author (and topic); the oldest go first. */
+const MAX_TRACKED_PEERS = 4096;
+
 /** Application score lost per rejected message (after decay). */
 const PENALTY_PER_REJECT = 10;
 
@@ -144,6 +147,10 @@ export class GossipTransport implements Transport {
     this.#verdicts.inc({ topic, verdict, reason });
     if (verdict === 'reject' && author !== null) {
       const penalty = this.#penalties.get(author);
+      if (penalty === undefined && this.#penalties.size >= MAX_TRACKED_PEERS) {
+        this.#penalties.delete(this.#penalties.keys().next().value as string);
+      }
+      this.#penalties.delete(author);
       this.#penalties.set(author, {
         value: (penalty === undefined ? 0 : this.#decayed(penalty)) + 1,
         at: this.#options.now(),
@@ -160,7 +167,12 @@ export class GossipTransport implements Transport {
   #take(key: string): boolean {
     const now = this.#options.now();
     const { messagesPerSecond, burst } = this.#options;
+    // Authors are signed peer ids, but ids are free to make: forget the least recently seen first.
+    if (!this.#buckets.has(key) && this.#buckets.size >= MAX_TRACKED_PEERS) {
+      this.#buckets.delete(this.#buckets.keys().next().value as string);
+    }
     const bucket = this.#buckets.get(key) ?? { tokens: burst, at: now };
+    this.#buckets.delete(key);
     bucket.tokens = Math.min(burst, bucket.tokens + ((now - bucket.at) / 1000) * messagesPerSecond);
     bucket.at = now;
     this.#buckets.set(key, bucket);
