@@ -4,7 +4,7 @@ import { SapoError } from '@swarm-node/sapo';
 import { TaskError } from '@swarm-node/tasks';
 import { Command, CommanderError } from 'commander';
 import { evalCommand } from './commands/eval.js';
-import { idCommand, statusCommand } from './commands/node-info.js';
+import { idCommand, pskCommand, statusCommand } from './commands/node-info.js';
 import { bootstrapCommand, startCommand } from './commands/start.js';
 import { tasksCommand } from './commands/tasks.js';
 import { NodeError } from './errors.js';
@@ -25,6 +25,7 @@ export function createProgram(): Command {
     .addCommand(bootstrapCommand())
     .addCommand(idCommand())
     .addCommand(statusCommand())
+    .addCommand(pskCommand())
     .addCommand(evalCommand())
     .addCommand(tasksCommand());
 }

@@ -332,13 +332,19 @@ export async function startNode(options: NodeOptions): Promise<SwarmNode> {
 }
 
 async function readPsk(file: string): Promise<Uint8Array> {
+  let key: Uint8Array;
   try {
-    return await readFile(file);
+    key = await readFile(file);
   } catch (error) {
     throw new NodeError('BAD_CONFIG', `cannot read the pre-shared key ${file}: ${(error as Error).message}`, {
       cause: error,
     });
   }
+  // The libp2p swarm key format: a header line, an encoding line, 64 hex digits.
+  if (!/^\/key\/swarm\/psk\/1\.0\.0\/\n\/base16\/\n[0-9a-f]{64}\s*$/.test(new TextDecoder().decode(key))) {
+    throw new NodeError('BAD_CONFIG', `${file} is not a libp2p swarm key; make one with \`swarm-node psk <file>\``);
+  }
+  return key;
 }
 
 function mergeReasons(a: Record<string, number>, b: Record<string, number>): Record<string, number> {

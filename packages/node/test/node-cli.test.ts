@@ -81,6 +81,9 @@ describe('swarm-node node commands', () => {
     const unusable = swarmNode('start', '--data-dir', join(dir, 'a-file', 'data'), ...LOOPBACK);
     expect(unusable.code).toBe(1);
     expect(unusable.stderr).toMatch(/data directory .* is not writable/);
+    const psk = swarmNode('start', '--data-dir', join(dir, 'psk'), '--psk', join(dir, 'a-file'), ...LOOPBACK);
+    expect(psk.code).toBe(2);
+    expect(psk.stderr).toMatch(/is not a libp2p swarm key; make one with `swarm-node psk <file>`/);
     const status = swarmNode('status', '--data-dir', join(dir, 'nobody'));
     expect(status.code).toBe(1);
     expect(status.stderr).toMatch(/no running node found/);

@@ -1,9 +1,10 @@
 /**
- * `swarm-node id` (create or show the node's identity) and `swarm-node status` (ask a running
- * node, through its HTTP surface, what it is doing).
+ * `swarm-node id` (create or show the node's identity), `swarm-node psk` (make a private swarm's
+ * key) and `swarm-node status` (ask a running node, through its HTTP surface, what it is doing).
  */
-import { readFile } from 'node:fs/promises';
+import { open, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { generateKey } from '@libp2p/pnet';
 import { Command, Option } from 'commander';
 import { DEFAULT_DATA_DIR } from '../config.js';
 import { NodeError } from '../errors.js';
@@ -26,6 +27,37 @@ export function idCommand(): Command {
       if (identity.created)
         console.error(`created a new identity in ${identity.file} (keep it: it is this node's peer id)`);
       console.log(identity.peerId);
+    });
+}
+
+export function pskCommand(): Command {
+  return new Command('psk')
+    .description(
+      'write a new pre-shared key for a private swarm: only nodes started with --psk <file> of the same key can connect',
+    )
+    .argument('<file>', 'where to write it (never overwritten)')
+    .action(async (file: string) => {
+      const key = new Uint8Array(95);
+      generateKey(key);
+      let handle: Awaited<ReturnType<typeof open>>;
+      try {
+        handle = await open(file, 'wx', 0o600);
+      } catch (error) {
+        const code = (error as NodeJS.ErrnoException).code;
+        throw new NodeError(
+          code === 'EEXIST' ? 'BAD_CONFIG' : 'DATA_DIR_UNUSABLE',
+          code === 'EEXIST'
+            ? `${file} exists; a key is never overwritten — choose another name`
+            : `cannot write ${file}: ${(error as Error).message}`,
+          { cause: error },
+        );
+      }
+      try {
+        await handle.writeFile(key);
+      } finally {
+        await handle.close();
+      }
+      console.error(`wrote a new swarm key to ${file}; give it (privately) to every node of the swarm`);
     });
 }
 
