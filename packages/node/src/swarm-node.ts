@@ -98,7 +98,7 @@ export interface NodeStatus {
 export const STATUS_ADDRESS_FILE = 'status.address';
 export const CHECKPOINT_DIR = 'checkpoints';
 
-export interface SwarmNode extends EventEmitter<{ round: [RoundMetrics]; checkpoint: [string]; error: [Error] }> {
+export interface SwarmNode extends EventEmitter<{ round: [RoundMetrics]; checkpoint: [string] }> {
   readonly peerId: string;
   readonly host: Host;
   readonly statusUrl: string | null;
@@ -194,7 +194,7 @@ export async function startNode(options: NodeOptions): Promise<SwarmNode> {
         });
   const relay = loop === null ? new Relay(transport) : null;
 
-  const emitter = new EventEmitter<{ round: [RoundMetrics]; checkpoint: [string]; error: [Error] }>();
+  const emitter = new EventEmitter<{ round: [RoundMetrics]; checkpoint: [string] }>();
   const rewards: number[] = [];
   let externalGroupsUsed = 0;
   let lastMetrics: RoundMetrics | null = null;
@@ -304,10 +304,7 @@ export async function startNode(options: NodeOptions): Promise<SwarmNode> {
     startRound,
     status,
     run() {
-      running ??= run().catch((error: unknown) => {
-        emitter.emit('error', error as Error);
-        throw error;
-      });
+      running ??= run();
       return running;
     },
     stop() {
