@@ -97,8 +97,9 @@ export const SCORE_THRESHOLDS: PeerScoreThresholds = {
 /**
  * Scoring per topic. Our topics are slow (a message per node per round, rounds of seconds to
  * minutes), so no delivery rate is demanded of mesh peers; what costs score is an invalid message:
- * −10 × (count)², decaying by 1 % a second, so three rejects put a peer below the graylist
- * threshold (−80) for about a minute and repeated offences keep it there.
+ * −10 × (count)², decaying by 1 % a second. Three rejects give −90 here (back above −80 in about
+ * 6 s) plus −30 of application score (halving every 10 minutes, gossip-transport.ts): below the
+ * graylist threshold (−80) for about a minute, and repeated offences keep it there.
  */
 export const TOPIC_SCORE: Partial<TopicScoreParams> = {
   topicWeight: 1,

@@ -32,6 +32,13 @@ describe('the wire protocol', () => {
     expect(decodeMessage('rollouts', encodeMessage('rollouts', rollout))).toEqual({ ok: true, message: rollout });
   });
 
+  it('writes rewards unpacked, as the schema and docs/PROTOCOL.md say (tag 0x41 and 8 bytes each)', () => {
+    const bytes = encodeMessage('rollouts', { ...rollout, rewards: [1, 0, 0.5], completions: ['a', 'b', 'c'] });
+    const tail = [...bytes.subarray(bytes.length - 27)];
+    expect([tail[0], tail[9], tail[18]]).toEqual([0x41, 0x41, 0x41]);
+    expect(new DataView(Uint8Array.from(tail.slice(19)).buffer).getFloat64(0, true)).toBe(0.5);
+  });
+
   it('names topics per swarm and version, and restricts swarm ids', () => {
     expect(topicName('lab-1', 'rollouts')).toBe('/swarm-node/lab-1/rollouts/1');
     expect(swarmIdProblem('lab-1')).toBeNull();
