@@ -89,7 +89,7 @@ export function addNetworkOptions(command: Command, defaults: { dataDir: string;
     .addOption(
       setting('--status-port <port>', 'its port; 0 picks a free one (written to <data-dir>/status.address)')
         .default(0)
-        .argParser(integer('--status-port', 0)),
+        .argParser(integer('--status-port', 0, 65535)),
     )
     .addOption(setting('--no-status', 'do not serve /status and /metrics'))
     .addOption(new Option('--json', 'log one JSON object per line, for machines').default(false));

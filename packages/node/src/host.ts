@@ -19,6 +19,7 @@ import type { PeerId, PrivateKey } from '@libp2p/interface';
 import { type KadDHT, kadDHT, passthroughMapper } from '@libp2p/kad-dht';
 import { mdns } from '@libp2p/mdns';
 import { noise } from '@libp2p/noise';
+import { peerIdFromString } from '@libp2p/peer-id';
 import { type Ping, ping } from '@libp2p/ping';
 import { preSharedKey } from '@libp2p/pnet';
 import { prometheusMetrics } from '@libp2p/prometheus-metrics';
@@ -131,7 +132,18 @@ export function parseMultiaddr(text: string, what: string, needPeerId = false): 
       `${what} ${JSON.stringify(text)} is not a multiaddr (${(error as Error).message}); expected e.g. /ip4/203.0.113.7/tcp/4117${needPeerId ? '/p2p/12D3KooW…' : ''}`,
     );
   }
-  if (needPeerId && address.getComponents().every((c) => c.name !== 'p2p')) {
+  const id = address.getComponents().find((c) => c.name === 'p2p')?.value;
+  if (id !== undefined) {
+    try {
+      peerIdFromString(id);
+    } catch {
+      throw new NodeError(
+        'BAD_ADDRESS',
+        `${what} ${text}: ${JSON.stringify(id)} is not a peer id (they look like 12D3KooW…)`,
+      );
+    }
+  }
+  if (needPeerId && id === undefined) {
     throw new NodeError(
       'BAD_ADDRESS',
       `${what} ${text} has no /p2p/<peer id>: a bootstrap address must name the peer, e.g. ${text}/p2p/12D3KooW…`,
@@ -277,7 +289,8 @@ function startKeeper(libp2p: Libp2p<Services>, seeds: string[], minPeers: number
     const known = (await libp2p.peerStore.all()).filter(
       (p) => !connected.has(p.id.toString()) && p.addresses.length > 0,
     );
-    for (const peer of known.slice(0, minPeers - connected.size)) void libp2p.dial(peer.id).catch(() => {});
+    // A random few each tick, so peers with stale addresses at the front do not block the rest.
+    for (const peer of shuffle(known).slice(0, minPeers - connected.size)) void libp2p.dial(peer.id).catch(() => {});
     if (!walking && connected.size > 0) {
       walking = true;
       walk(libp2p).finally(() => {
@@ -289,6 +302,14 @@ function startKeeper(libp2p: Libp2p<Services>, seeds: string[], minPeers: number
   timer.unref();
   void tick().catch(() => {});
   return { stop: () => clearInterval(timer) };
+}
+
+function shuffle<T>(items: T[]): T[] {
+  for (let i = items.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1));
+    [items[i], items[j]] = [items[j] as T, items[i] as T];
+  }
+  return items;
 }
 
 /** One random walk: ask the DHT for the peers closest to a random key, adding them to the peer store. */

@@ -2,6 +2,7 @@
  * The node's Ed25519 identity, kept in the data dir so its peer id survives restarts. The file holds
  * the libp2p protobuf encoding of the private key, readable by its owner only (mode 0600).
  */
+import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys';
@@ -27,8 +28,13 @@ export async function loadOrCreateIdentity(dataDir: string): Promise<Identity> {
   if (existing !== null) return existing;
   const privateKey = await generateKeyPair('Ed25519');
   // Written to a temporary file and renamed, so a crash never leaves half a key to refuse later.
-  const temporary = `${file}.${process.pid}.tmp`;
-  const handle = await open(temporary, 'wx', 0o600);
+  // A random name: in a container the pid repeats across restarts, and a crash leaves the file.
+  const temporary = `${file}.${randomBytes(6).toString('hex')}.tmp`;
+  const handle = await open(temporary, 'wx', 0o600).catch((error: unknown) => {
+    throw new NodeError('DATA_DIR_UNUSABLE', `cannot write ${temporary}: ${(error as Error).message}`, {
+      cause: error,
+    });
+  });
   try {
     await handle.writeFile(privateKeyToProtobuf(privateKey));
     await handle.sync();

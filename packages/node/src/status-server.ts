@@ -5,7 +5,7 @@
  */
 
 import { rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:http';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
 import { NodeError } from './errors.js';
@@ -26,10 +26,14 @@ export interface StatusServer {
 }
 
 export async function startStatusServer(options: StatusServerOptions): Promise<StatusServer> {
-  const server = createServer((request, response) => {
+  const handle = (request: IncomingMessage, response: ServerResponse) => {
     // No keep-alive: a client reusing a socket the server is just closing gets ECONNRESET.
     response.setHeader('connection', 'close');
-    const path = new URL(request.url ?? '/', 'http://localhost').pathname;
+    const path = URL.parse(request.url ?? '/', 'http://localhost')?.pathname;
+    if (path === undefined) {
+      response.writeHead(400).end();
+      return;
+    }
     if (request.method !== 'GET') {
       response.writeHead(405, { allow: 'GET' }).end();
       return;
@@ -48,6 +52,15 @@ export async function startStatusServer(options: StatusServerOptions): Promise<S
       return;
     }
     response.writeHead(404, { 'content-type': 'text/plain' }).end('swarm-node serves /status and /metrics\n');
+  };
+  // Whatever a request holds, it must not take the node down.
+  const server = createServer((request, response) => {
+    try {
+      handle(request, response);
+    } catch (error) {
+      if (!response.headersSent) response.writeHead(500);
+      response.end(String(error));
+    }
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', (error: NodeJS.ErrnoException) => {

@@ -9,7 +9,7 @@
 import { EventEmitter } from 'node:events';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { hashToSeed, Relay, RoundLoop, type RoundMetrics } from '@swarm-node/roles';
+import { hashToSeed, LIMITS, Relay, RoundLoop, type RoundMetrics } from '@swarm-node/roles';
 import {
   type BackendInfo,
   ByteTokenizer,
@@ -128,6 +128,20 @@ export async function startNode(options: NodeOptions): Promise<SwarmNode> {
       'the evaluator role cannot be turned off: a node that does not re-check rewards would forward forgeries',
     );
   }
+  if (roles.includes('proposer') && !roles.includes('solver')) {
+    throw new NodeError(
+      'BAD_CONFIG',
+      'the proposer role needs the solver role (its pass rates steer difficulty); a node without a solver only relays: use --roles evaluator',
+    );
+  }
+  checkRange('groupSize', options.groupSize, 2, LIMITS.maxGroupSize, 'peers reject larger groups');
+  checkRange(
+    'localGroups',
+    options.localGroups,
+    0,
+    LIMITS.tasksPerRound,
+    'a proposer publishes at most that many tasks a round',
+  );
   await ensureDataDir(options.dataDir);
   const identity = await loadOrCreateIdentity(options.dataDir);
   const psk = options.pskFile === undefined ? undefined : await readPsk(options.pskFile);
@@ -178,24 +192,45 @@ export async function startNode(options: NodeOptions): Promise<SwarmNode> {
     learner?.dispose();
     throw error;
   }
-  transport = new GossipTransport({ host, swarmId });
-
-  const loop =
-    learner === null
-      ? null
-      : new RoundLoop({
-          transport,
-          learner,
-          groupSize: options.groupSize ?? 8,
-          propose: roles.includes('proposer'),
-          checkpoint: { dir: checkpointDir, every: options.checkpointEvery ?? 10, keep: options.keepCheckpoints ?? 3 },
-          seed: options.seed ?? hashToSeed('swarm-node/seed', identity.peerId),
-          startRound,
-        });
-  const relay = loop === null ? new Relay(transport) : null;
+  const releaseAll = async () => {
+    await server?.close();
+    await transport?.close();
+    await host.stop();
+    learner?.policy.dispose();
+    learner?.dispose();
+  };
+  let server: StatusServer | null = null;
+  let loop: RoundLoop | null = null;
+  let relay: Relay | null = null;
+  try {
+    transport = new GossipTransport({ host, swarmId });
+    loop =
+      learner === null
+        ? null
+        : new RoundLoop({
+            transport,
+            learner,
+            groupSize: options.groupSize ?? 8,
+            propose: roles.includes('proposer'),
+            checkpoint: {
+              dir: checkpointDir,
+              every: options.checkpointEvery ?? 10,
+              keep: options.keepCheckpoints ?? 3,
+            },
+            seed: options.seed ?? hashToSeed('swarm-node/seed', identity.peerId),
+            startRound,
+          });
+    relay = loop === null ? new Relay(transport) : null;
+  } catch (error) {
+    await releaseAll();
+    throw error;
+  }
 
   const emitter = new EventEmitter<{ round: [RoundMetrics]; checkpoint: [string] }>();
-  const rewards: number[] = [];
+  // The last 10 rounds' rewards, and a running sum over the run: a node runs for weeks.
+  const recent: number[] = [];
+  let rewardSum = 0;
+  let rewardRounds = 0;
   let externalGroupsUsed = 0;
   let lastMetrics: RoundMetrics | null = null;
   let stopping = false;
@@ -211,7 +246,6 @@ export async function startNode(options: NodeOptions): Promise<SwarmNode> {
     const rolesRollouts = loop?.evaluator.counts ?? relay?.evaluator.counts ?? {};
     received.rollouts = mergeReasons(received.rollouts ?? {}, rolesRollouts);
     received.tasks = mergeReasons(received.tasks ?? {}, relay?.taskCounts ?? taskTotals);
-    const recent = rewards.slice(-10);
     return {
       peerId: identity.peerId,
       mode,
@@ -227,7 +261,10 @@ export async function startNode(options: NodeOptions): Promise<SwarmNode> {
       ),
       round: lastMetrics?.round ?? null,
       policyVersion: learner?.steps ?? null,
-      reward: { last10: recent.length === 0 ? null : mean(recent), run: rewards.length === 0 ? null : mean(rewards) },
+      reward: {
+        last10: recent.length === 0 ? null : mean(recent),
+        run: rewardRounds === 0 ? null : rewardSum / rewardRounds,
+      },
       externalGroupsUsed,
       rollouts: { sent: sentRollouts, received },
       backend,
@@ -238,7 +275,6 @@ export async function startNode(options: NodeOptions): Promise<SwarmNode> {
   const taskTotals: Record<string, number> = {};
   let sentRollouts = 0;
 
-  let server: StatusServer | null = null;
   if (options.statusPort !== null) {
     try {
       server = await startStatusServer({
@@ -249,9 +285,7 @@ export async function startNode(options: NodeOptions): Promise<SwarmNode> {
         addressFile: join(options.dataDir, STATUS_ADDRESS_FILE),
       });
     } catch (error) {
-      await host.stop();
-      learner?.policy.dispose();
-      learner?.dispose();
+      await releaseAll();
       throw error;
     }
   }
@@ -284,12 +318,18 @@ export async function startNode(options: NodeOptions): Promise<SwarmNode> {
     while (!stopping && (rounds === 0 || loop.round < startRound + rounds)) {
       const metrics = await loop.runRound();
       lastMetrics = metrics;
-      if (metrics.reward !== null) rewards.push(metrics.reward);
+      if (metrics.reward !== null) {
+        recent.push(metrics.reward);
+        if (recent.length > 10) recent.shift();
+        rewardSum += metrics.reward;
+        rewardRounds++;
+      }
       externalGroupsUsed += metrics.groups.externalUsed;
       sentRollouts += metrics.groups.local;
       for (const [key, n] of Object.entries(metrics.received.tasks)) taskTotals[key] = (taskTotals[key] ?? 0) + n;
-      if (metrics.learner.updated && learner !== null && learner.steps % (options.checkpointEvery ?? 10) === 0) {
-        checkpointFile = (await latestCheckpoint(checkpointDir)) ?? checkpointFile;
+      if (metrics.checkpoint !== null) {
+        checkpointFile = metrics.checkpoint;
+        emitter.emit('checkpoint', metrics.checkpoint);
       }
       emitter.emit('round', metrics);
       // Let the network breathe between rounds: validators, pings and gossip run here.
@@ -315,11 +355,7 @@ export async function startNode(options: NodeOptions): Promise<SwarmNode> {
         try {
           if (lastMetrics !== null) await saveNow(lastMetrics.round);
         } finally {
-          await server?.close();
-          await transport.close();
-          await host.stop();
-          learner?.policy.dispose();
-          learner?.dispose();
+          await releaseAll();
         }
       })();
       return stopped;
@@ -355,3 +391,9 @@ function mergeReasons(a: Record<string, number>, b: Record<string, number>): Rec
 }
 
 const mean = (values: readonly number[]) => values.reduce((a, b) => a + b, 0) / values.length;
+
+function checkRange(name: string, value: number | undefined, min: number, max: number, why: string): void {
+  if (value !== undefined && (!Number.isInteger(value) || value < min || value > max)) {
+    throw new NodeError('BAD_CONFIG', `${name} must be an integer from ${min} to ${max} (${why}), got ${value}`);
+  }
+}

@@ -1,5 +1,6 @@
 import { spawnSync } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -81,6 +82,20 @@ describe('a swarm of swarm-node processes', () => {
     expect(metrics).toMatch(/^swarm_node_messages_total\{topic="rollouts",verdict="accept",reason=""\} \d+/m);
     expect(metrics).toMatch(/^libp2p_/m);
     expect(metrics).toMatch(/^gossipsub_mesh_peer_count\{topicStr="\/swarm-node\/ci-swarm\/rollouts\/1"\} [1-9]/m);
+
+    // A malformed request to the status server gets an error, not a dead node.
+    const { hostname, port } = new URL(urls[2] as string);
+    const reply = await new Promise<string>((resolve, reject) => {
+      const socket = connect(Number(port), hostname, () => socket.end('GET // HTTP/1.1\r\nHost: x\r\n\r\n'));
+      let text = '';
+      socket.on('data', (chunk) => {
+        text += chunk.toString();
+      });
+      socket.on('end', () => resolve(text));
+      socket.on('error', reject);
+    });
+    expect(reply).toMatch(/^HTTP\/1\.1 400/);
+    expect((await fetchStatus(urls[2] as string)).peerId).toBe(statuses[2]?.peerId);
 
     // SIGTERM: the node finishes its step, saves, exits 0; started again, it is the same peer and goes on.
     const [first] = nodes as [NodeProcess];

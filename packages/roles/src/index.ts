@@ -25,5 +25,5 @@ export {
 export { Proposer, type ProposerOptions } from './proposer.js';
 export { Relay, type RelayOptions } from './relay.js';
 export { RoundLoop, type RoundLoopOptions, type RoundMetrics } from './round-loop.js';
-export { type SolvedGroup, type SolveOptions, solve, TaskPool } from './solver.js';
+export { type SolvedGroup, type SolveOptions, solve, TaskPool, type TaskPoolOptions } from './solver.js';
 export type { Handler, Topic, Topics, Transport, Verdict } from './transport.js';

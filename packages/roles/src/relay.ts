@@ -14,7 +14,7 @@ export interface RelayOptions {
 }
 
 export class Relay {
-  readonly pool = new TaskPool(1024);
+  readonly pool: TaskPool;
   readonly evaluator: Evaluator;
   /** Verdicts on task messages by `verdict:reason` (`accept` alone when accepted). */
   readonly taskCounts: Record<string, number> = {};
@@ -22,9 +22,11 @@ export class Relay {
   constructor(transport: Transport, options: RelayOptions = {}) {
     const maxAgeMs = options.maxAgeMs ?? 600_000;
     const now = options.now ?? Date.now;
+    // Nothing is ever taken out to solve: expiry alone makes room, so quotas never fill for good.
+    this.pool = new TaskPool({ capacity: 1024, maxAgeMs });
     this.evaluator = new Evaluator({ maxAgeMs, isKnownTask: (task) => this.pool.knows(task) });
     transport.subscribe('tasks', (message, from) => {
-      const [verdict, reason] = this.pool.offer(message, from, now(), maxAgeMs);
+      const [verdict, reason] = this.pool.offer(message, from, now());
       const key = verdict === 'accept' ? 'accept' : `${verdict}:${reason}`;
       this.taskCounts[key] = (this.taskCounts[key] ?? 0) + 1;
       return verdict;

@@ -19,7 +19,7 @@ import {
 import { FAMILIES } from '@swarm-node/tasks';
 import { mersenne } from 'pure-rand/generator/mersenne';
 import { Evaluator } from './evaluator.js';
-import { hashToSeed, type RolloutMessage } from './messages.js';
+import { hashToSeed, LIMITS, type RolloutMessage } from './messages.js';
 import { Proposer, type ProposerOptions } from './proposer.js';
 import { solve, TaskPool } from './solver.js';
 import type { Transport, Verdict } from './transport.js';
@@ -74,6 +74,8 @@ export interface RoundMetrics {
   learner: Pick<StepReport, 'updated' | 'tokens' | 'losses' | 'gradNorms'>;
   proposer: ReturnType<Proposer['state']>;
   seconds: { solve: number; learn: number };
+  /** The checkpoint file saved at the end of this round, if one was. */
+  checkpoint: string | null;
 }
 
 interface Buffered {
@@ -112,8 +114,11 @@ export class RoundLoop {
     if (every !== undefined && (!Number.isInteger(every) || every < 1)) {
       throw new RangeError(`checkpoint.every must be a positive integer (rounds between saves), got ${every}`);
     }
-    if (!Number.isInteger(this.#options.groupSize) || this.#options.groupSize < 2) {
-      throw new RangeError('groupSize must be an integer of at least 2: a group of one has no advantage');
+    const { groupSize } = this.#options;
+    if (!Number.isInteger(groupSize) || groupSize < 2 || groupSize > LIMITS.maxGroupSize) {
+      throw new RangeError(
+        `groupSize must be an integer from 2 (a group of one has no advantage) to ${LIMITS.maxGroupSize} (peers reject larger groups)`,
+      );
     }
     this.transport = options.transport;
     this.learner = options.learner;
@@ -122,7 +127,7 @@ export class RoundLoop {
       ...options.proposer,
       families: this.#options.families,
     });
-    this.pool = new TaskPool();
+    this.pool = new TaskPool({ maxAgeMs: this.#options.maxAgeMs });
     this.evaluator = new Evaluator({ maxAgeMs: this.#options.maxAgeMs, isKnownTask: (task) => this.pool.knows(task) });
     this.#round = this.#options.startRound;
     this.transport.subscribe('tasks', (message, from) => this.#onTask(message, from));
@@ -149,7 +154,7 @@ export class RoundLoop {
     const { contextLength } = this.learner.policy.config;
     // Seeds depend on the node's seed and the round only, so a resumed node continues, not repeats.
     const draws = mersenne(hashToSeed('round-loop/draws', this.#options.seed, round));
-    const tasks = this.pool.take(this.#options.tasksPerRound, draws, now, this.#options.maxAgeMs).filter(({ task }) => {
+    const tasks = this.pool.take(this.#options.tasksPerRound, draws, now).filter(({ task }) => {
       const fits = this.learner.tokenizer.encodePrompt(task.prompt).length < contextLength;
       if (!fits) skipped['prompt-exceeds-context'] = (skipped['prompt-exceeds-context'] ?? 0) + 1;
       return fits;
@@ -191,10 +196,11 @@ export class RoundLoop {
     const learnSeconds = (performance.now() - learnStart) / 1000;
 
     const { checkpoint } = this.#options;
-    if (checkpoint !== undefined && report.updated && this.learner.steps % checkpoint.every === 0) {
+    let saved: string | null = null;
+    if (checkpoint !== undefined && (round + 1) % checkpoint.every === 0) {
       const state = await learnerCheckpoint(this.learner, { node: me, round: String(round) });
       try {
-        await saveCheckpoint(checkpoint.dir, state, { keep: checkpoint.keep ?? 3 });
+        saved = await saveCheckpoint(checkpoint.dir, state, { keep: checkpoint.keep ?? 3 });
       } finally {
         state.release();
       }
@@ -221,6 +227,7 @@ export class RoundLoop {
       learner: { updated: report.updated, tokens: report.tokens, losses: report.losses, gradNorms: report.gradNorms },
       proposer: this.proposer.state(),
       seconds: { solve: solveSeconds, learn: learnSeconds },
+      checkpoint: saved,
     };
     this.#taskVerdicts = {};
     return metrics;
@@ -234,7 +241,7 @@ export class RoundLoop {
   }
 
   #onTask(message: unknown, from: string): Verdict {
-    const verdict = this.pool.offer(message, from, this.#options.now(), this.#options.maxAgeMs);
+    const verdict = this.pool.offer(message, from, this.#options.now());
     const key = verdict[0] === 'accept' ? 'accept' : `${verdict[0]}:${verdict[1]}`;
     this.#taskVerdicts[key] = (this.#taskVerdicts[key] ?? 0) + 1;
     return verdict[0];

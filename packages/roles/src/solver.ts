@@ -29,6 +29,12 @@ export interface SolveOptions {
   policyVersion: number;
 }
 
+export interface TaskPoolOptions {
+  capacity?: number;
+  perProposer?: number;
+  maxAgeMs?: number;
+}
+
 const keyOf = (spec: ProposedTask) => `${spec.proposer}\n${spec.round}\n${spec.index}`;
 
 /**
@@ -39,13 +45,19 @@ const keyOf = (spec: ProposedTask) => `${spec.proposer}\n${spec.round}\n${spec.i
 export class TaskPool {
   readonly #capacity: number;
   readonly #perProposer: number;
+  readonly #maxAgeMs: number;
   readonly #entries: { spec: ProposedTask; task: Task; added: number }[] = [];
   readonly #known = new Map<string, ProposedTask>();
 
-  /** `perProposer` defaults to a quarter of the capacity. */
-  constructor(capacity = 256, perProposer = Math.max(1, Math.floor(capacity / 4))) {
-    this.#capacity = capacity;
-    this.#perProposer = perProposer;
+  /**
+   * `capacity` tasks (default 256), at most `perProposer` from one proposer (default a quarter of
+   * the capacity); tasks older than `maxAgeMs` (default 10 minutes) leave the pool and free their
+   * proposer's quota.
+   */
+  constructor(options: TaskPoolOptions = {}) {
+    this.#capacity = options.capacity ?? 256;
+    this.#perProposer = options.perProposer ?? Math.max(1, Math.floor(this.#capacity / 4));
+    this.#maxAgeMs = options.maxAgeMs ?? 600_000;
   }
 
   get size(): number {
@@ -56,6 +68,7 @@ export class TaskPool {
   add(spec: ProposedTask, now: number): 'added' | 'duplicate' | 'proposer-quota' {
     const key = keyOf(spec);
     if (this.#known.has(key)) return 'duplicate';
+    this.#dropExpired(now);
     if (this.#entries.filter((e) => e.spec.proposer === spec.proposer).length >= this.#perProposer)
       return 'proposer-quota';
     const task = generateTask(spec);
@@ -72,12 +85,12 @@ export class TaskPool {
    * proposer, a spec the generator refuses, a proposer other than the sender. Ignored: stale,
    * duplicate, over the proposer's quota, or a family or generator version this node lacks.
    */
-  offer(message: unknown, from: string, now: number, maxAgeMs: number): [Verdict, string?] {
+  offer(message: unknown, from: string, now: number): [Verdict, string?] {
     const problem = taskMessageProblem(message);
     if (problem !== null) return ['reject', problem];
     const { task, time } = message as TaskMessage;
     if (task.proposer !== from) return ['reject', 'proposer-is-not-sender'];
-    if (time < now - maxAgeMs) return ['ignore', 'stale'];
+    if (time < now - this.#maxAgeMs) return ['ignore', 'stale'];
     try {
       const added = this.add(task, now);
       return added === 'added' ? ['accept'] : ['ignore', added];
@@ -100,17 +113,21 @@ export class TaskPool {
     );
   }
 
-  /** Up to `count` tasks drawn uniformly, removed from the pool; tasks older than `maxAgeMs` are dropped first. */
-  take(count: number, rng: RandomGenerator, now: number, maxAgeMs: number): { spec: ProposedTask; task: Task }[] {
-    for (let i = this.#entries.length - 1; i >= 0; i--) {
-      if ((this.#entries[i]?.added ?? now) < now - maxAgeMs) this.#entries.splice(i, 1);
-    }
+  /** Up to `count` tasks drawn uniformly, removed from the pool; expired tasks are dropped first. */
+  take(count: number, rng: RandomGenerator, now: number): { spec: ProposedTask; task: Task }[] {
+    this.#dropExpired(now);
     const taken: { spec: ProposedTask; task: Task }[] = [];
     while (taken.length < count && this.#entries.length > 0) {
       const [entry] = this.#entries.splice(uniformInt(rng, 0, this.#entries.length - 1), 1);
       if (entry !== undefined) taken.push({ spec: entry.spec, task: entry.task });
     }
     return taken;
+  }
+
+  #dropExpired(now: number): void {
+    for (let i = this.#entries.length - 1; i >= 0; i--) {
+      if ((this.#entries[i]?.added ?? now) < now - this.#maxAgeMs) this.#entries.splice(i, 1);
+    }
   }
 }
 

@@ -17,7 +17,7 @@ const spec = (proposer: string, round: number, index = 0): ProposedTask => ({
 
 describe('the task pool', () => {
   it('lets one proposer fill at most its quota, and remembers exactly what was published', () => {
-    const pool = new TaskPool(8, 2);
+    const pool = new TaskPool({ capacity: 8, perProposer: 2 });
     expect(pool.add(spec('mallory', 1), 0)).toBe('added');
     expect(pool.add(spec('mallory', 2), 0)).toBe('added');
     expect(pool.add(spec('mallory', 3), 0)).toBe('proposer-quota');
@@ -28,10 +28,18 @@ describe('the task pool', () => {
     expect(pool.knows(spec('mallory', 3))).toBe(false);
   });
 
+  it("frees a proposer's quota as its tasks expire, even when none is taken (a relay)", () => {
+    const pool = new TaskPool({ capacity: 8, perProposer: 2, maxAgeMs: 1000 });
+    expect(pool.add(spec('alice', 1), 0)).toBe('added');
+    expect(pool.add(spec('alice', 2), 0)).toBe('added');
+    expect(pool.add(spec('alice', 3), 500)).toBe('proposer-quota');
+    expect(pool.add(spec('alice', 3), 1500)).toBe('added');
+  });
+
   it('draws each task once and drops tasks older than the age limit', () => {
-    const pool = new TaskPool();
+    const pool = new TaskPool({ maxAgeMs: 3500 });
     for (let round = 0; round < 6; round++) pool.add(spec('alice', round), round * 1000);
-    const taken = pool.take(10, mersenne(1), 6000, 3500);
+    const taken = pool.take(10, mersenne(1), 6000);
     expect(taken.map((t) => t.spec.round).sort()).toEqual([3, 4, 5]);
     expect(pool.size).toBe(0);
     expect(pool.knows(spec('alice', 0))).toBe(true);

@@ -3,7 +3,7 @@
  * until SIGINT/SIGTERM, then stop cleanly — finish the step, save the checkpoint, close libp2p.
  */
 import { join } from 'node:path';
-import type { RoundMetrics } from '@swarm-node/roles';
+import { LIMITS, type RoundMetrics } from '@swarm-node/roles';
 import { BACKEND_NAMES, describeBackend } from '@swarm-node/sapo';
 import { Command } from 'commander';
 import { addNetworkOptions, DEFAULT_DATA_DIR, integer, positiveNumber, resolveSettings, setting } from '../config.js';
@@ -49,15 +49,19 @@ export function startCommand(): Command {
         .argParser((value) => value.split(',').map((r) => r.trim()) as Role[]),
     )
     .addOption(
-      setting('-I, --local-groups <n>', 'own groups per SAPO step').default(6).argParser(integer('--local-groups', 0)),
+      setting('-I, --local-groups <n>', 'own groups per SAPO step')
+        .default(6)
+        .argParser(integer('--local-groups', 0, LIMITS.tasksPerRound)),
     )
     .addOption(
       setting('-J, --external-groups <n>', "peers' groups per SAPO step")
         .default(2)
-        .argParser(integer('--external-groups', 0)),
+        .argParser(integer('--external-groups', 0, 256)),
     )
     .addOption(
-      setting('-G, --group-size <n>', 'completions sampled per task').default(8).argParser(integer('--group-size', 2)),
+      setting('-G, --group-size <n>', 'completions sampled per task')
+        .default(8)
+        .argParser(integer('--group-size', LIMITS.minGroupSize, LIMITS.maxGroupSize)),
     )
     .addOption(
       setting('--learning-rate <lr>', 'Adam learning rate (default 1e-4)').argParser(positiveNumber('--learning-rate')),
@@ -156,7 +160,10 @@ async function runUntilSignalled(options: NodeOptions, json: boolean): Promise<v
     firstSignal = Date.now();
     log.event('stopping', {
       signal,
-      note: 'finishing the current step and saving a checkpoint (signal again to abandon)',
+      note:
+        options.mode === 'bootstrap'
+          ? 'closing connections'
+          : 'finishing the current step and saving a checkpoint (signal again to abandon)',
     });
     void node.stop();
   };
@@ -214,7 +221,9 @@ function humanLogger(): Logger {
         lines.push(`  status     ${node.statusUrl}/status   metrics ${node.statusUrl}/metrics`);
       if (status.mode === 'bootstrap')
         lines.push('  hand out the listening addresses above (with /p2p/…) as --bootstrap');
-      lines.push('  Ctrl-C stops after the current step and saves the model.');
+      lines.push(
+        status.mode === 'peer' ? '  Ctrl-C stops after the current step and saves the model.' : '  Ctrl-C stops it.',
+      );
       console.log(lines.join('\n'));
     },
     round(metrics, node) {
