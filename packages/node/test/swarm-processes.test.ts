@@ -61,11 +61,15 @@ describe('a swarm of swarm-node processes', () => {
     // Every node accepts peers' rollouts (re-verified) and trains on them, and its /status says so.
     const statuses = await Promise.all(
       urls.map((url) =>
-        eventually(async () => {
-          const status = (await fetchStatus(url)) as unknown as Status;
-          const accepted = status.rollouts.received.rollouts.accept ?? 0;
-          return accepted > 0 && status.externalGroupsUsed > 0 ? status : undefined;
-        }, `${url} to learn from peers`),
+        eventually(
+          async () => {
+            const status = (await fetchStatus(url)) as unknown as Status;
+            const accepted = status.rollouts.received.rollouts.accept ?? 0;
+            return accepted > 0 && status.externalGroupsUsed > 0 ? status : undefined;
+          },
+          `${url} to learn from peers`,
+          240_000,
+        ),
       ),
     );
     for (const status of statuses) {
@@ -114,5 +118,5 @@ describe('a swarm of swarm-node processes', () => {
     expect(restarted.startRound).toBe(lastRound + 1);
     const round = await again.waitFor((l) => l.event === 'round', 'a round after the restart');
     expect(round.round).toBe(lastRound + 1);
-  });
+  }, 360_000); // four processes training on shared cores: slow machines need the room
 });
