@@ -33,6 +33,12 @@ export interface RolloutGroup {
    * learner trains on what was sampled. Peers' groups have text only and are re-tokenized.
    */
   completionTokens?: number[][];
+  /**
+   * Per completion: true when its sampler stopped at EOS, false when it hit its token limit.
+   * Re-tokenized text ends with EOS only where this is true: absent (e.g. an older peer) means
+   * unknown, and the learner never trains on an EOS that was not sampled.
+   */
+  finished?: boolean[];
 }
 
 export interface SapoOptions {
@@ -99,6 +105,13 @@ export function groupProblem(group: RolloutGroup): 'malformed' | 'group-too-smal
   if (!groupAdvantages(group.rewards).every(Number.isFinite)) return 'non-finite-reward';
   if (group.completionTokens !== undefined && group.completionTokens.length !== group.completions.length)
     return 'malformed';
+  if (
+    group.finished !== undefined &&
+    (!Array.isArray(group.finished) ||
+      group.finished.length !== group.completions.length ||
+      !group.finished.every((f) => typeof f === 'boolean'))
+  )
+    return 'malformed';
   return null;
 }
 
@@ -164,8 +177,13 @@ export function buildBatch(groups: readonly RolloutGroup[], tokenizer: Tokenizer
     try {
       const prompt = tokenizer.encodePrompt(group.prompt);
       const advantages = groupAdvantages(group.rewards);
+      // Text gets an EOS only where the producer's sampler drew one (finished[i] === true).
       const groupRows = group.completions.map((completion, i) => ({
-        ids: [...prompt, ...(group.completionTokens?.[i] ?? tokenizer.encodeCompletion(completion))],
+        ids: [
+          ...prompt,
+          ...(group.completionTokens?.[i] ??
+            tokenizer.encodeCompletion(completion, { eos: group.finished?.[i] === true })),
+        ],
         promptLength: prompt.length,
         advantage: advantages[i] as number,
       }));

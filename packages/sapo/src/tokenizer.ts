@@ -14,8 +14,11 @@ export interface Tokenizer {
   readonly eos: number;
   /** The ids a completion is generated after: BOS, the prompt, and the prompt/answer separator. */
   encodePrompt(prompt: string): number[];
-  /** The completion's ids, ending with EOS. */
-  encodeCompletion(completion: string): number[];
+  /**
+   * The completion's ids, ending with EOS unless `eos` is false (default true): the learner drops
+   * it for text whose sampler stopped at its token limit, not at EOS.
+   */
+  encodeCompletion(completion: string, options?: { eos?: boolean }): number[];
   /** Text of generated ids; stops at EOS and skips special ids. */
   decode(ids: readonly number[]): string;
 }
@@ -33,7 +36,7 @@ const decoder = new TextDecoder('utf-8', { fatal: false });
 
 /**
  * UTF-8 bytes (ids 0-255) plus PAD, BOS and EOS (256-258). A prompt is `BOS prompt \n`, a
- * completion `completion EOS`. Text must be well-formed Unicode: a lone surrogate has no UTF-8
+ * completion `completion EOS` (or without EOS when it did not finish). Text must be well-formed Unicode: a lone surrogate has no UTF-8
  * bytes (TextEncoder would silently turn it into U+FFFD), so it is refused instead.
  */
 export class ByteTokenizer implements Tokenizer {
@@ -47,8 +50,9 @@ export class ByteTokenizer implements Tokenizer {
     return [this.bos, ...bytes(prompt, 'prompt'), NEWLINE];
   }
 
-  encodeCompletion(completion: string): number[] {
-    return [...bytes(completion, 'completion'), this.eos];
+  encodeCompletion(completion: string, options: { eos?: boolean } = {}): number[] {
+    const ids = [...bytes(completion, 'completion')];
+    return options.eos === false ? ids : [...ids, this.eos];
   }
 
   decode(ids: readonly number[]): string {

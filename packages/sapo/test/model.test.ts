@@ -182,6 +182,7 @@ describe('the byte tokenizer', () => {
   it('frames prompts and completions and decodes generated ids', () => {
     expect(tokenizer.encodePrompt('hé')).toEqual([257, 104, 195, 169, 10]);
     expect(tokenizer.encodeCompletion('42')).toEqual([52, 50, 258]);
+    expect(tokenizer.encodeCompletion('42', { eos: false })).toEqual([52, 50]);
     expect(tokenizer.decode([52, 50, 258, 65])).toBe('42');
     expect(tokenizer.decode([0xff, 65, 256])).toBe('\ufffdA');
   });

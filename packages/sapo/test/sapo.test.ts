@@ -138,6 +138,33 @@ describe('the zero-signal filter and the I/J mix', () => {
     expect(rows[2]?.slice(1, 4)).toEqual([10, 48, 45]); // '\n' then '0-', re-encoded from text
   });
 
+  it('ends re-tokenized text with EOS only where the producer finished: never an EOS that was not sampled', () => {
+    const finished = { prompt: 'p', completions: ['ab', 'cd'], rewards: [1, 0], finished: [true, false] };
+    const unknown = { prompt: 'p', completions: ['ab', 'cd'], rewards: [0, 1] };
+    const batch = buildBatch([finished, unknown], tokenizer, 32) as NonNullable<ReturnType<typeof buildBatch>>;
+    const targets = batch.targets.arraySync();
+    const mask = batch.mask.arraySync();
+    // Prompt BOS 'p' '\n', then the completion: targets start at 'p'; completion targets are masked in.
+    expect(targets[0]).toEqual([112, 10, 97, 98, tokenizer.eos]);
+    expect(mask[0]).toEqual([0, 0, 1, 1, 1]);
+    expect(targets[1]).toEqual([112, 10, 99, 100, tokenizer.pad]);
+    expect(mask[1]).toEqual([0, 0, 1, 1, 0]);
+    // No `finished` (an older peer): unknown, so no EOS either.
+    expect(targets.slice(2).map((row) => row.includes(tokenizer.eos))).toEqual([false, false]);
+    tf.dispose([batch.tokens, batch.targets, batch.mask, batch.advantages]);
+  });
+
+  it('counts a group whose `finished` has the wrong length or non-boolean entries as malformed', () => {
+    const bad = [
+      { ...group('short', [1, 0]), finished: [true] },
+      { ...group('strings', [1, 0]), finished: ['yes', 'no'] as unknown as boolean[] },
+      { ...group('ok', [1, 0]), finished: [false, true] },
+    ];
+    const { groups, counts } = selectGroups(bad, [], { localGroups: 4, externalGroups: 0 }, mersenne(1));
+    expect(groups.map((g) => g.prompt)).toEqual(['ok']);
+    expect(counts.skipped).toEqual({ malformed: 2 });
+  });
+
   it('counts groups whose advantages overflow (1e308 and −1e308) instead of training on NaN', () => {
     const { groups, counts } = selectGroups(
       [group('a', [1e308, 1e308, -1e308])],
