@@ -363,16 +363,22 @@ export class SapoLearner {
   }
 
   #referenceLogProbs(batch: Batch): tf.Tensor2D {
-    // Swap the frozen weights in, read log-probs, swap the live ones back.
+    // Swap the frozen weights in, read log-probs, swap the live ones back: in a finally, so that
+    // an exception in between never leaves the reference weights as the policy being trained.
     const live = new Map([...this.policy.params].map(([name, p]) => [name, tf.clone(p)]));
     const assign = (from: Map<string, tf.Tensor>) => {
       for (const [name, p] of this.policy.params) p.assign(from.get(name) as tf.Tensor);
     };
-    assign(this.#reference as Map<string, tf.Tensor>);
-    const ref = tf.tidy(() => this.policy.tokenLogProbs(batch.tokens, batch.targets));
-    assign(live);
-    tf.dispose([...live.values()]);
-    return ref;
+    try {
+      assign(this.#reference as Map<string, tf.Tensor>);
+      return tf.tidy(() => this.policy.tokenLogProbs(batch.tokens, batch.targets));
+    } finally {
+      try {
+        assign(live);
+      } finally {
+        tf.dispose([...live.values()]);
+      }
+    }
   }
 
   dispose(): void {

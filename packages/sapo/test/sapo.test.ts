@@ -235,6 +235,30 @@ describe('the SAPO step', () => {
     policy.dispose();
   });
 
+  it('keeps the live weights, bit for bit, when reading the reference log-probs throws (β > 0)', () => {
+    const policy = Policy.create(TINY, { seed: 4 });
+    const learner = new SapoLearner(policy, tokenizer, { beta: 0.1, learningRate: 1e-2 });
+    // One step first, so that the live weights differ from the frozen reference ones.
+    expect(learner.step([group('a', [1, 0, 0, 1])], []).updated).toBe(true);
+    const before = new Map([...policy.params].map(([name, p]) => [name, p.dataSync().slice()]));
+    const headBefore = before.get('head.weight') as Float32Array;
+    // Throw from tokenLogProbs whenever the weights in place are not the live ones: the reference call.
+    const tokenLogProbs = policy.tokenLogProbs.bind(policy);
+    policy.tokenLogProbs = (tokens, targets) => {
+      const head = (policy.params.get('head.weight') as tf.Variable).dataSync();
+      if (head.some((w, i) => w !== headBefore[i])) throw new Error('reference pass failed');
+      return tokenLogProbs(tokens, targets);
+    };
+    expect(() => learner.step([group('b', [0, 1])], [])).toThrow('reference pass failed');
+    policy.tokenLogProbs = tokenLogProbs;
+    const bits = (a: tf.TypedArray) => new Uint32Array(a.buffer, a.byteOffset, a.length);
+    for (const [name, p] of policy.params)
+      expect(bits(p.dataSync()), name).toEqual(bits(before.get(name) as Float32Array));
+    expect(learner.steps).toBe(1);
+    learner.dispose();
+    policy.dispose();
+  });
+
   it('keeps tf.memory() flat across steps and generations', () => {
     const policy = Policy.create(TINY, { seed: 3 });
     const learner = new SapoLearner(policy, tokenizer, { passes: 2, beta: 0.1 });
