@@ -3,6 +3,7 @@
  * peers' rollouts — and the round loop that composes the three, over a small transport interface.
  */
 export { type Checked, Evaluator, type EvaluatorOptions } from './evaluator.js';
+export { KnownTasks, type KnownTasksOptions } from './known-tasks.js';
 export { MemoryNetwork, type MemoryNetworkOptions } from './memory-transport.js';
 export {
   deriveSeed,

@@ -4,7 +4,7 @@
  * in the gossip meshes and forward what is valid, but it has no model and learns nothing.
  */
 import { Evaluator } from './evaluator.js';
-import { TaskPool } from './solver.js';
+import { KnownTasks } from './known-tasks.js';
 import type { Transport } from './transport.js';
 
 export interface RelayOptions {
@@ -14,7 +14,7 @@ export interface RelayOptions {
 }
 
 export class Relay {
-  readonly pool: TaskPool;
+  readonly tasks: KnownTasks;
   readonly evaluator: Evaluator;
   /** Verdicts on task messages by `verdict:reason` (`accept` alone when accepted). */
   readonly taskCounts: Record<string, number> = {};
@@ -22,11 +22,10 @@ export class Relay {
   constructor(transport: Transport, options: RelayOptions = {}) {
     const maxAgeMs = options.maxAgeMs ?? 600_000;
     const now = options.now ?? Date.now;
-    // Nothing is ever taken out to solve: expiry alone makes room, so quotas never fill for good.
-    this.pool = new TaskPool({ capacity: 1024, maxAgeMs });
-    this.evaluator = new Evaluator({ maxAgeMs, isKnownTask: (task) => this.pool.knows(task) });
+    this.tasks = new KnownTasks({ maxAgeMs });
+    this.evaluator = new Evaluator({ maxAgeMs, isKnownTask: (task) => this.tasks.knows(task) });
     transport.subscribe('tasks', (message, from) => {
-      const [verdict, reason] = this.pool.offer(message, from, now());
+      const { verdict, reason } = this.tasks.offer(message, from, now());
       const key = verdict === 'accept' ? 'accept' : `${verdict}:${reason}`;
       this.taskCounts[key] = (this.taskCounts[key] ?? 0) + 1;
       return verdict;

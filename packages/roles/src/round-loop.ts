@@ -241,10 +241,10 @@ export class RoundLoop {
   }
 
   #onTask(message: unknown, from: string): Verdict {
-    const verdict = this.pool.offer(message, from, this.#options.now());
-    const key = verdict[0] === 'accept' ? 'accept' : `${verdict[0]}:${verdict[1]}`;
+    const { verdict, reason } = this.pool.offer(message, from, this.#options.now());
+    const key = verdict === 'accept' ? 'accept' : `${verdict}:${reason}`;
     this.#taskVerdicts[key] = (this.#taskVerdicts[key] ?? 0) + 1;
-    return verdict[0];
+    return verdict;
   }
 
   #onRollout(message: unknown, from: string): Verdict {

@@ -3,10 +3,11 @@
  * samples G completions of each with this node's policy.
  */
 import { generateText, type Policy, type SampleOptions, type Tokenizer } from '@swarm-node/sapo';
-import { generateTask, type Task, TaskError } from '@swarm-node/tasks';
+import type { Task } from '@swarm-node/tasks';
 import { uniformInt } from 'pure-rand/distribution/uniformInt';
 import type { RandomGenerator } from 'pure-rand/types/RandomGenerator';
-import { type ProposedTask, type TaskMessage, taskMessageProblem } from './messages.js';
+import { KnownTasks, type KnownTasksOptions } from './known-tasks.js';
+import type { ProposedTask, TaskMessage } from './messages.js';
 import type { Verdict } from './transport.js';
 
 export interface SolvedGroup {
@@ -29,88 +30,53 @@ export interface SolveOptions {
   policyVersion: number;
 }
 
-export interface TaskPoolOptions {
-  capacity?: number;
-  perProposer?: number;
-  maxAgeMs?: number;
+export interface TaskPoolOptions extends KnownTasksOptions {
+  /** Tasks waiting to be solved; the newest are kept. Default 256. */
+  pending?: number;
+  /** Waiting tasks of one proposer; past it, its oldest make room. Default a quarter of `pending`. */
+  pendingPerProposer?: number;
 }
 
-const keyOf = (spec: ProposedTask) => `${spec.proposer}\n${spec.round}\n${spec.index}`;
-
 /**
- * Tasks waiting to be solved, newest kept when full; each is solved once. It also remembers the
- * specs it has seen (more than it holds), so that a rollout can be checked against the task its
- * proposer really published, and it caps how much of the pool one proposer may fill.
+ * Tasks waiting to be solved — this node's own and its peers' — each solved once. Every valid task
+ * is known (its rollouts can be checked: see KnownTasks); only the newest `pending` wait to be
+ * solved, at most a quarter from one proposer, so a busy swarm's many tasks crowd out the oldest
+ * rather than being refused.
  */
 export class TaskPool {
-  readonly #capacity: number;
-  readonly #perProposer: number;
-  readonly #maxAgeMs: number;
+  readonly known: KnownTasks;
+  readonly #pending: number;
+  readonly #pendingPerProposer: number;
   readonly #entries: { spec: ProposedTask; task: Task; added: number }[] = [];
-  readonly #known = new Map<string, ProposedTask>();
 
-  /**
-   * `capacity` tasks (default 256), at most `perProposer` from one proposer (default a quarter of
-   * the capacity); tasks older than `maxAgeMs` (default 10 minutes) leave the pool and free their
-   * proposer's quota.
-   */
   constructor(options: TaskPoolOptions = {}) {
-    this.#capacity = options.capacity ?? 256;
-    this.#perProposer = options.perProposer ?? Math.max(1, Math.floor(this.#capacity / 4));
-    this.#maxAgeMs = options.maxAgeMs ?? 600_000;
+    this.known = new KnownTasks(options);
+    this.#pending = options.pending ?? 256;
+    this.#pendingPerProposer = options.pendingPerProposer ?? Math.max(1, Math.floor(this.#pending / 4));
   }
 
+  /** Tasks waiting to be solved. */
   get size(): number {
     return this.#entries.length;
   }
 
-  /** Adds a task whose spec passed validation (throws a TaskError when it cannot be generated). */
-  add(spec: ProposedTask, now: number): 'added' | 'duplicate' | 'proposer-quota' {
-    const key = keyOf(spec);
-    if (this.#known.has(key)) return 'duplicate';
-    this.#dropExpired(now);
-    if (this.#entries.filter((e) => e.spec.proposer === spec.proposer).length >= this.#perProposer)
-      return 'proposer-quota';
-    const task = generateTask(spec);
-    this.#known.set(key, spec);
-    if (this.#known.size > 16 * this.#capacity) this.#known.delete(this.#known.keys().next().value as string);
-    this.#entries.push({ spec, task, added: now });
-    if (this.#entries.length > this.#capacity) this.#entries.shift();
-    return 'added';
+  /** This node's own task: always known, and queued to solve. False when it was known already. */
+  add(spec: ProposedTask, now: number): boolean {
+    const task = this.known.add(spec, now);
+    if (task !== null) this.#enqueue(spec, task, now);
+    return task !== null;
   }
 
-  /**
-   * A peer's task message (anything at all) from `from`: added to the pool when valid, with the
-   * verdict and, when not accepted, the reason. Rejected: broken schema, a seed not bound to its
-   * proposer, a spec the generator refuses, a proposer other than the sender. Ignored: stale,
-   * duplicate, over the proposer's quota, or a family or generator version this node lacks.
-   */
-  offer(message: unknown, from: string, now: number): [Verdict, string?] {
-    const problem = taskMessageProblem(message);
-    if (problem !== null) return ['reject', problem];
-    const { task, time } = message as TaskMessage;
-    if (task.proposer !== from) return ['reject', 'proposer-is-not-sender'];
-    if (time < now - this.#maxAgeMs) return ['ignore', 'stale'];
-    try {
-      const added = this.add(task, now);
-      return added === 'added' ? ['accept'] : ['ignore', added];
-    } catch (error) {
-      if (!(error instanceof TaskError)) throw error;
-      const ahead = error.code === 'UNKNOWN_FAMILY' || error.code === 'GENERATOR_VERSION_MISMATCH';
-      return [ahead ? 'ignore' : 'reject', error.code.toLowerCase().replaceAll('_', '-')];
-    }
+  /** A peer's task message: checked (KnownTasks.offer), and queued when accepted. */
+  offer(message: unknown, from: string, now: number): { verdict: Verdict; reason?: string } {
+    const { verdict, reason, task } = this.known.offer(message, from, now);
+    if (task !== undefined) this.#enqueue((message as TaskMessage).task, task, now);
+    return reason === undefined ? { verdict } : { verdict, reason };
   }
 
-  /** True when exactly this spec was added (published by its proposer, or proposed here). */
+  /** True when exactly this spec was published by its proposer, or proposed here. */
   knows(spec: ProposedTask): boolean {
-    const known = this.#known.get(keyOf(spec));
-    return (
-      known !== undefined &&
-      known.family === spec.family &&
-      known.seed === spec.seed &&
-      known.difficulty === spec.difficulty &&
-      known.generatorVersion === spec.generatorVersion
-    );
+    return this.known.knows(spec);
   }
 
   /** Up to `count` tasks drawn uniformly, removed from the pool; expired tasks are dropped first. */
@@ -124,9 +90,20 @@ export class TaskPool {
     return taken;
   }
 
+  #enqueue(spec: ProposedTask, task: Task, now: number): void {
+    this.#dropExpired(now);
+    const mine = this.#entries.filter((e) => e.spec.proposer === spec.proposer);
+    const oldestOfMine = mine[0];
+    if (mine.length >= this.#pendingPerProposer && oldestOfMine !== undefined)
+      this.#entries.splice(this.#entries.indexOf(oldestOfMine), 1);
+    this.#entries.push({ spec, task, added: now });
+    if (this.#entries.length > this.#pending) this.#entries.shift();
+  }
+
   #dropExpired(now: number): void {
+    const oldest = now - this.known.maxAgeMs;
     for (let i = this.#entries.length - 1; i >= 0; i--) {
-      if ((this.#entries[i]?.added ?? now) < now - this.#maxAgeMs) this.#entries.splice(i, 1);
+      if ((this.#entries[i]?.added ?? now) < oldest) this.#entries.splice(i, 1);
     }
   }
 }

@@ -2,6 +2,7 @@ import { ByteTokenizer, Policy, selectBackend } from '@swarm-node/sapo';
 import { generateTask } from '@swarm-node/tasks';
 import { mersenne } from 'pure-rand/generator/mersenne';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { KnownTasks } from '../src/known-tasks.js';
 import { deriveSeed, type ProposedTask } from '../src/messages.js';
 import { solve, TaskPool } from '../src/solver.js';
 
@@ -16,24 +17,50 @@ const spec = (proposer: string, round: number, index = 0): ProposedTask => ({
 });
 
 describe('the task pool', () => {
-  it('lets one proposer fill at most its quota, and remembers exactly what was published', () => {
-    const pool = new TaskPool({ capacity: 8, perProposer: 2 });
-    expect(pool.add(spec('mallory', 1), 0)).toBe('added');
-    expect(pool.add(spec('mallory', 2), 0)).toBe('added');
-    expect(pool.add(spec('mallory', 3), 0)).toBe('proposer-quota');
-    expect(pool.add(spec('mallory', 1), 0)).toBe('duplicate');
-    expect(pool.add(spec('alice', 1), 0)).toBe('added');
-    expect(pool.knows(spec('alice', 1))).toBe(true);
-    expect(pool.knows({ ...spec('alice', 1), difficulty: 2 })).toBe(false);
-    expect(pool.knows(spec('mallory', 3))).toBe(false);
+  it('knows every task an honest proposer publishes, however many wait to be solved', () => {
+    // A proposer of 6 tasks a round for 200 rounds: far more than the 256 tasks that wait to be solved.
+    const pool = new TaskPool();
+    const message = (s: ProposedTask) => ({ task: s, time: 0 });
+    for (let round = 0; round < 200; round++) {
+      for (let index = 0; index < 6; index++) {
+        expect(pool.offer(message(spec('alice', round, index)), 'alice', 0)).toEqual({ verdict: 'accept' });
+      }
+    }
+    expect(pool.knows(spec('alice', 0, 0))).toBe(true);
+    expect(pool.knows(spec('alice', 199, 5))).toBe(true);
+    expect(pool.size).toBe(64); // a quarter of the 256 waiting places: the newest of alice's
+    expect(pool.offer(message(spec('alice', 3, 1)), 'alice', 0)).toEqual({ verdict: 'ignore', reason: 'duplicate' });
+    // Own tasks are always known too.
+    expect(pool.add(spec('me', 1), 0)).toBe(true);
+    expect(pool.add(spec('me', 1), 0)).toBe(false);
+    expect(pool.knows(spec('me', 1))).toBe(true);
+    expect(pool.knows({ ...spec('me', 1), difficulty: 2 })).toBe(false);
   });
 
-  it("frees a proposer's quota as its tasks expire, even when none is taken (a relay)", () => {
-    const pool = new TaskPool({ capacity: 8, perProposer: 2, maxAgeMs: 1000 });
-    expect(pool.add(spec('alice', 1), 0)).toBe('added');
-    expect(pool.add(spec('alice', 2), 0)).toBe('added');
-    expect(pool.add(spec('alice', 3), 500)).toBe('proposer-quota');
-    expect(pool.add(spec('alice', 3), 1500)).toBe('added');
+  it('bounds what one proposer can make it remember by evicting that proposer’s own oldest specs', () => {
+    const known = new KnownTasks({ capacity: 8, perProposer: 2 });
+    known.add(spec('alice', 1), 0);
+    for (let round = 1; round <= 5; round++) known.add(spec('mallory', round), 0);
+    expect(known.knows(spec('alice', 1))).toBe(true);
+    expect([1, 2, 3, 4, 5].map((round) => known.knows(spec('mallory', round)))).toEqual([
+      false,
+      false,
+      false,
+      true,
+      true,
+    ]);
+    expect(known.size).toBe(3);
+  });
+
+  it('forgets specs older than the age limit, and the oldest when full', () => {
+    const known = new KnownTasks({ capacity: 3, maxAgeMs: 1000 });
+    known.add(spec('alice', 1), 0);
+    known.add(spec('bob', 1), 500);
+    known.add(spec('carol', 1), 1200); // alice's is now older than 1 s
+    expect(known.knows(spec('alice', 1))).toBe(false);
+    known.add(spec('dave', 1), 1300);
+    known.add(spec('erin', 1), 1400); // full: bob's, the oldest, goes
+    expect(['bob', 'carol', 'dave', 'erin'].map((p) => known.knows(spec(p, 1)))).toEqual([false, true, true, true]);
   });
 
   it('draws each task once and drops tasks older than the age limit', () => {
@@ -42,7 +69,7 @@ describe('the task pool', () => {
     const taken = pool.take(10, mersenne(1), 6000);
     expect(taken.map((t) => t.spec.round).sort()).toEqual([3, 4, 5]);
     expect(pool.size).toBe(0);
-    expect(pool.knows(spec('alice', 0))).toBe(true);
+    expect(pool.knows(spec('alice', 4))).toBe(true);
   });
 });
 

@@ -1,0 +1,115 @@
+/**
+ * The task specs a node has seen published: what a rollout is checked against ("was this task
+ * really proposed?"). Every valid spec is accepted, never refused for a quota: refusing an honest
+ * proposer's task would make its rollouts unknown here and throw them away. Memory stays bounded
+ * instead by age (a spec older than the staleness bound can have no fresh rollouts), by a total
+ * capacity, and by a share per proposer — a proposer past its share evicts its own oldest specs,
+ * never another's. How fast one author may publish at all is the transport's rate limit.
+ */
+import { generateTask, type Task, TaskError } from '@swarm-node/tasks';
+import { type ProposedTask, type TaskMessage, taskMessageProblem } from './messages.js';
+import type { Verdict } from './transport.js';
+
+export interface KnownTasksOptions {
+  /** Specs remembered in all. Default 65 536 (about 13 MB). */
+  capacity?: number;
+  /** Specs remembered per proposer. Default a quarter of the capacity. */
+  perProposer?: number;
+  /** Specs older than this are forgotten. Default 10 minutes (the rollouts' staleness bound). */
+  maxAgeMs?: number;
+}
+
+interface Entry {
+  spec: ProposedTask;
+  added: number;
+}
+
+export const taskKey = (spec: ProposedTask) => `${spec.proposer}\n${spec.round}\n${spec.index}`;
+
+export class KnownTasks {
+  readonly #capacity: number;
+  readonly #perProposer: number;
+  readonly maxAgeMs: number;
+  /** Insertion order is age order: the first entry is the oldest. */
+  readonly #entries = new Map<string, Entry>();
+  /** Each proposer's keys, oldest first. */
+  readonly #byProposer = new Map<string, string[]>();
+
+  constructor(options: KnownTasksOptions = {}) {
+    this.#capacity = options.capacity ?? 65_536;
+    this.#perProposer = options.perProposer ?? Math.max(1, Math.floor(this.#capacity / 4));
+    this.maxAgeMs = options.maxAgeMs ?? 600_000;
+  }
+
+  get size(): number {
+    return this.#entries.size;
+  }
+
+  /**
+   * Records a spec that passed validation and returns its task (throws a TaskError when it cannot be
+   * generated), or null when exactly this spec is already known.
+   */
+  add(spec: ProposedTask, now: number): Task | null {
+    const key = taskKey(spec);
+    if (this.#entries.has(key)) return null;
+    const task = generateTask(spec);
+    this.#forgetOlderThan(now - this.maxAgeMs);
+    const mine = this.#byProposer.get(spec.proposer) ?? [];
+    if (mine.length >= this.#perProposer) this.#entries.delete(mine.shift() as string);
+    if (this.#entries.size >= this.#capacity) this.#forgetOldest();
+    mine.push(key);
+    this.#byProposer.set(spec.proposer, mine);
+    this.#entries.set(key, { spec: { ...spec }, added: now });
+    return task;
+  }
+
+  /**
+   * A peer's task message (anything at all) from `from`, and its verdict: accepted with its task when
+   * valid and new. Rejected: broken schema, a seed not bound to its proposer, a spec the generator
+   * refuses, a proposer other than the sender. Ignored: stale, duplicate, or a family or generator
+   * version this node lacks (a peer ahead of us, not a liar).
+   */
+  offer(message: unknown, from: string, now: number): { verdict: Verdict; reason?: string; task?: Task } {
+    const problem = taskMessageProblem(message);
+    if (problem !== null) return { verdict: 'reject', reason: problem };
+    const { task: spec, time } = message as TaskMessage;
+    if (spec.proposer !== from) return { verdict: 'reject', reason: 'proposer-is-not-sender' };
+    if (time < now - this.maxAgeMs) return { verdict: 'ignore', reason: 'stale' };
+    try {
+      const task = this.add(spec, now);
+      return task === null ? { verdict: 'ignore', reason: 'duplicate' } : { verdict: 'accept', task };
+    } catch (error) {
+      if (!(error instanceof TaskError)) throw error;
+      const ahead = error.code === 'UNKNOWN_FAMILY' || error.code === 'GENERATOR_VERSION_MISMATCH';
+      return { verdict: ahead ? 'ignore' : 'reject', reason: error.code.toLowerCase().replaceAll('_', '-') };
+    }
+  }
+
+  /** True when exactly this spec was published by its proposer (or proposed here) and is remembered. */
+  knows(spec: ProposedTask): boolean {
+    const known = this.#entries.get(taskKey(spec))?.spec;
+    return (
+      known !== undefined &&
+      known.family === spec.family &&
+      known.seed === spec.seed &&
+      known.difficulty === spec.difficulty &&
+      known.generatorVersion === spec.generatorVersion
+    );
+  }
+
+  #forgetOlderThan(time: number): void {
+    for (const entry of this.#entries.values()) {
+      if (entry.added >= time) return;
+      this.#forgetOldest();
+    }
+  }
+
+  #forgetOldest(): void {
+    const [key, entry] = this.#entries.entries().next().value as [string, Entry];
+    this.#entries.delete(key);
+    // The globally oldest entry is also the oldest of its proposer.
+    const mine = this.#byProposer.get(entry.spec.proposer);
+    mine?.shift();
+    if (mine?.length === 0) this.#byProposer.delete(entry.spec.proposer);
+  }
+}
