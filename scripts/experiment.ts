@@ -46,7 +46,11 @@ interface Run {
   seed: number;
   /** reward[node][round]: mean reward of that node's own completions in that round. */
   rewards: (number | null)[][];
+  /** localUsed[node][round], externalUsed[node][round]: groups the round's SAPO step learned from. */
+  localUsed: number[][];
   externalUsed: number[][];
+  /** Verdicts on peers' rollouts and tasks, summed over the nodes: nothing honest should be refused. */
+  verdicts: { rollouts: Record<string, number>; tasks: Record<string, number> };
   seconds: number;
 }
 
@@ -96,9 +100,20 @@ async function runOne(config: string, seed: number): Promise<Run> {
     externalGroups,
     seed,
     rewards: metrics.map((rows) => rows.map((m) => m.reward)),
+    localUsed: metrics.map((rows) => rows.map((m) => m.groups.localUsed)),
     externalUsed: metrics.map((rows) => rows.map((m) => m.groups.externalUsed)),
+    verdicts: {
+      rollouts: sumCounts(nodes.map((node) => node.evaluator.counts)),
+      tasks: sumCounts(metrics.flatMap((rows) => rows.map((m) => m.received.tasks))),
+    },
     seconds: (performance.now() - started) / 1000,
   };
+}
+
+function sumCounts(all: Record<string, number>[]): Record<string, number> {
+  const sum: Record<string, number> = {};
+  for (const counts of all) for (const [key, n] of Object.entries(counts)) sum[key] = (sum[key] ?? 0) + n;
+  return sum;
 }
 
 /** Runs every config and seed in child processes, `jobs` at a time. */
@@ -124,7 +139,8 @@ async function runAll(configs: string[], seeds: number[], jobs: number): Promise
       if (code !== 0) throw new Error(`run ${config} seed ${seed} exited with ${code}`);
       const run = JSON.parse(output.slice(output.lastIndexOf('\n{') + 1)) as Run;
       console.log(
-        `${config} seed ${seed}: cumulative swarm reward ${cumulative(run).toFixed(2)} (${run.seconds.toFixed(0)} s)`,
+        `${config} seed ${seed}: cumulative swarm reward ${cumulative(run).toFixed(2)} (${run.seconds.toFixed(0)} s); ` +
+          `rollouts ${JSON.stringify(run.verdicts.rollouts)}, tasks ${JSON.stringify(run.verdicts.tasks)}`,
       );
       runs.push(run);
     }
@@ -138,18 +154,20 @@ const cumulative = (run: Run) => run.rewards.flat().reduce<number>((a, r) => a +
 
 function summarize(runs: Run[], configs: string[]): string {
   const lines = [
-    '| I/J | cumulative swarm reward, mean ± sd over seeds | per seed | external groups used per step |',
-    '|---|---|---|---|',
+    "| I/J | cumulative swarm reward, mean ± sd over seeds | per seed | own groups used per step | peers' groups used per step |",
+    '|---|---|---|---|---|',
   ];
   for (const config of configs) {
     const mine = runs.filter((r) => r.config === config).sort((a, b) => a.seed - b.seed);
     const totals = mine.map(cumulative);
     const mean = totals.reduce((a, b) => a + b, 0) / totals.length;
     const sd = Math.sqrt(totals.reduce((a, t) => a + (t - mean) ** 2, 0) / Math.max(1, totals.length - 1));
-    const used = mine.flatMap((r) => r.externalUsed.flat());
-    const usedMean = used.reduce((a, b) => a + b, 0) / used.length;
+    const perStep = (rows: (r: Run) => number[][]) => {
+      const used = mine.flatMap((r) => rows(r).flat());
+      return (used.reduce((a, b) => a + b, 0) / used.length).toFixed(2);
+    };
     lines.push(
-      `| ${config} | ${mean.toFixed(2)} ± ${sd.toFixed(2)} | ${totals.map((t) => t.toFixed(2)).join(', ')} | ${usedMean.toFixed(2)} |`,
+      `| ${config} | ${mean.toFixed(2)} ± ${sd.toFixed(2)} | ${totals.map((t) => t.toFixed(2)).join(', ')} | ${perStep((r) => r.localUsed)} | ${perStep((r) => r.externalUsed)} |`,
     );
   }
   return lines.join('\n');

@@ -30,6 +30,11 @@ export interface RolloutMessage {
   time: number;
   completions: string[];
   rewards: number[];
+  /**
+   * Per completion: true when the producer's sampler stopped at its end-of-sequence token, false when
+   * it ran out of tokens or context. Absent (an older peer): unknown, so receivers add no EOS.
+   */
+  finished?: boolean[];
 }
 
 export const LIMITS = Object.freeze({
@@ -94,6 +99,14 @@ export function rolloutMessageProblem(message: unknown): string | null {
   if (!completions.every((c) => typeof c === 'string')) return 'malformed-group';
   if (completions.some((c: string) => c.length > LIMITS.completionLength)) return 'completion-too-long';
   if (!rewards.every((r) => typeof r === 'number' && r >= 0 && r <= 1)) return 'reward-out-of-range';
+  const { finished } = message;
+  if (
+    finished !== undefined &&
+    (!Array.isArray(finished) ||
+      finished.length !== completions.length ||
+      !finished.every((f) => typeof f === 'boolean'))
+  )
+    return 'malformed-group';
   return null;
 }
 

@@ -171,9 +171,9 @@ export class RoundLoop {
     });
     const local: RolloutGroup[] = [];
     const passes: Record<string, number[]> = {};
-    for (const { spec, task, completions, tokens, policyVersion } of solved) {
+    for (const { spec, task, completions, tokens, finished, policyVersion } of solved) {
       const rewards = this.evaluator.score(task, completions);
-      local.push({ prompt: task.prompt, completions, rewards, completionTokens: tokens });
+      local.push({ prompt: task.prompt, completions, rewards, completionTokens: tokens, finished });
       passes[task.family] = [...(passes[task.family] ?? []), ...rewards];
       if (spec.proposer === me) this.proposer.observe(task.family, task.difficulty, rewards);
       const rollout: RolloutMessage = {
@@ -184,6 +184,7 @@ export class RoundLoop {
         time: now,
         completions,
         rewards,
+        finished,
       };
       await this.transport.publish('rollouts', rollout);
     }
@@ -257,6 +258,7 @@ export class RoundLoop {
       prompt: checked.task.prompt,
       completions: rollout.completions.slice(0, groupSize),
       rewards: rollout.rewards.slice(0, groupSize),
+      ...(rollout.finished === undefined ? {} : { finished: rollout.finished.slice(0, groupSize) }),
     };
     // One producer may hold at most a quarter of the buffer: its newest groups replace its oldest.
     const mine = this.#external.filter((entry) => entry.producer === from);

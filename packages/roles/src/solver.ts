@@ -16,6 +16,8 @@ export interface SolvedGroup {
   completions: string[];
   /** The sampled ids of each completion (ending with EOS when it finished). */
   tokens: number[][];
+  /** Per completion: true when it ended with EOS, false when it ran out of tokens or context. */
+  finished: boolean[];
   /** log π(token) of each sampled id under the policy that sampled it (before temperature). */
   logProbs: number[][];
   /** The learner step of the policy that sampled the group; travels with the rollout. */
@@ -125,6 +127,7 @@ export function solve(
       task,
       completions: group.map((c) => c.text),
       tokens: group.map((c) => c.tokens),
+      finished: group.map((c) => c.finished),
       logProbs: group.map((c) => c.logProbs),
       policyVersion,
     };
