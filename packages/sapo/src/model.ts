@@ -262,6 +262,22 @@ export class Policy {
    * position 0 (right padding only); the caller masks padded positions out.
    */
   tokenLogProbs(tokens: tf.Tensor2D, targets: tf.Tensor2D): tf.Tensor2D {
+    return this.#pick(this.#logSoftmax(tokens), targets);
+  }
+
+  /**
+   * tokenLogProbs, and from the same log-softmax the entropy −Σ_v π(v) log π(v) of the policy at
+   * every position [batch, steps]. A loss of the log-probs alone backpropagates as if the entropy
+   * had not been computed (tfjs only differentiates the ops between the variables and the loss).
+   */
+  tokenLogProbsAndEntropy(tokens: tf.Tensor2D, targets: tf.Tensor2D): { logProbs: tf.Tensor2D; entropy: tf.Tensor2D } {
+    const logProbs = this.#logSoftmax(tokens);
+    const entropy = tf.neg(tf.sum(tf.mul(tf.exp(logProbs), logProbs), -1)) as tf.Tensor2D;
+    return { logProbs: this.#pick(logProbs, targets), entropy };
+  }
+
+  /** log π(· | tokens[b, ..t]) over the vocabulary: [batch, steps, vocab]. */
+  #logSoftmax(tokens: tf.Tensor2D): tf.Tensor3D {
     const [batch, steps] = tokens.shape;
     if (steps > this.config.contextLength) {
       throw new RangeError(
@@ -269,7 +285,10 @@ export class Policy {
       );
     }
     const positions = tf.tile(tf.expandDims(tf.range(0, steps, 1, 'int32'), 0), [batch, 1]) as tf.Tensor2D;
-    const logProbs = tf.logSoftmax(this.logits(this.forward(tokens, positions).hidden));
+    return tf.logSoftmax(this.logits(this.forward(tokens, positions).hidden));
+  }
+
+  #pick(logProbs: tf.Tensor3D, targets: tf.Tensor2D): tf.Tensor2D {
     // Pick each target's log-prob with a one-hot mask (gather's gradient needs UnsortedSegmentSum).
     return tf.sum(tf.mul(logProbs, tf.oneHot(targets, this.config.vocabSize)), -1) as tf.Tensor2D;
   }

@@ -9,11 +9,19 @@
  *   (4) old log-probs  log π_old(y_t | q, y_<t) by this node's own policy, also for peers' text
  *   (5) objective      L = − mean over tokens of min(ρ_t A_i, clip(ρ_t, 1 − ε_low, 1 + ε_high) A_i)
  *                          + β KL(π_θ ‖ π_ref),   ρ_t = π_θ(y_t | …) / π_old(y_t | …)
- *   (6) step           μ passes of Adam over the batch, each with global-norm gradient clipping
+ *   (6) step           μ passes of Adam over the batch, each with global-norm gradient clipping;
+ *                      a pass runs the rows in micro-batches of `microBatchRows`, each micro-batch's
+ *                      loss Σ(per-token · mask) / (completion tokens of the whole batch), and sums
+ *                      their gradients: the whole batch's gradient, clipped once, one Adam update
+ *   (7) statistics     as TRL and CleanRL log them, means over the batch's completion tokens:
+ *                      clip fraction (ρ > 1 + ε_high with A > 0, or ρ < 1 − ε_low with A < 0) and
+ *                      approximate KL (ρ − 1) − log ρ of the last pass before its update; entropy
+ *                      −Σ_v π(v) log π(v) of the first pass; completion tokens per row
  *
  * The mean in (5) runs over every completion token of the batch (a per-token mean, so long
  * completions weigh more than short ones). With μ = 1 the ratio is exactly 1 during the only
- * pass and the update is REINFORCE with group-normalised advantages; clipping acts from pass 2.
+ * pass and the update is REINFORCE with group-normalised advantages; clipping acts from pass 2,
+ * and the clip fraction and approximate KL are 0.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { uniformInt } from 'pure-rand/distribution/uniformInt';
@@ -53,6 +61,14 @@ export interface SapoOptions {
   beta: number;
   /** μ: optimisation passes over each batch. Default 1. */
   passes: number;
+  /**
+   * Rows (completions) per forward and backward pass; a pass sums their gradients, so the update
+   * is the whole batch's. Bounds the activation memory, which a wasm heap keeps at its high-water
+   * mark for good. Default 4: on wasm, for the embedded model's 8 × 8-row batch, as fast as 8 and
+   * 2.7x faster than the whole batch at once, with a heap of 172 MB against 358 MB and 2.4 GB
+   * (scripts/bench/learner-memory.ts). A GPU may want more.
+   */
+  microBatchRows: number;
   /** Adam's learning rate. Default 1e-4. */
   learningRate: number;
   /** Gradients are scaled down to this global L2 norm. Default 1. */
@@ -70,6 +86,7 @@ export const DEFAULT_SAPO_OPTIONS: Readonly<SapoOptions> = Object.freeze({
   epsHigh: 0.28,
   beta: 0,
   passes: 1,
+  microBatchRows: 4,
   learningRate: 1e-4,
   maxGradNorm: 1,
   seed: 0,
@@ -231,14 +248,16 @@ export function buildBatch(groups: readonly RolloutGroup[], tokenizer: Tokenizer
 /**
  * The clipped SAPO/GRPO loss, averaged over the masked (completion) tokens of the batch.
  * `refLogProbs` is needed only when beta > 0; the KL term uses the k3 estimator
- * exp(ref − new) − (ref − new) − 1, unbiased and never negative.
+ * exp(ref − new) − (ref − new) − 1, unbiased and never negative. `tokens` is the count to average
+ * over, default the mask's own: give the whole batch's when these rows are one micro-batch of it,
+ * so that the micro-batches' losses (and gradients) add up to the batch's.
  */
 export function sapoLoss(
   newLogProbs: tf.Tensor2D,
   oldLogProbs: tf.Tensor2D,
   advantages: tf.Tensor1D,
   mask: tf.Tensor2D,
-  options: { epsLow: number; epsHigh: number; beta: number; refLogProbs?: tf.Tensor2D },
+  options: { epsLow: number; epsHigh: number; beta: number; refLogProbs?: tf.Tensor2D; tokens?: number },
 ): tf.Scalar {
   return tf.tidy(() => {
     const ratio = tf.exp(tf.sub(newLogProbs, oldLogProbs)); // ρ_t
@@ -251,7 +270,32 @@ export function sapoLoss(
       const logRatio = tf.sub(options.refLogProbs, newLogProbs);
       perToken = tf.add(perToken, tf.mul(options.beta, tf.sub(tf.sub(tf.exp(logRatio), logRatio), 1)));
     }
-    return tf.div(tf.sum(tf.mul(perToken, mask)), tf.maximum(tf.sum(mask), 1)) as tf.Scalar;
+    const tokens = options.tokens === undefined ? tf.sum(mask) : tf.scalar(options.tokens);
+    return tf.div(tf.sum(tf.mul(perToken, mask)), tf.maximum(tokens, 1)) as tf.Scalar;
+  });
+}
+
+/**
+ * Sums over the masked tokens, for the step statistics: how many take the clipped branch of the
+ * objective ((ρ > 1 + ε_high and A > 0) or (ρ < 1 − ε_low and A < 0): their gradient is 0), and
+ * CleanRL's approximate KL (ρ − 1) − log ρ. Returns [clipped tokens, approx-KL sum].
+ */
+export function ratioSums(
+  newLogProbs: tf.Tensor2D,
+  oldLogProbs: tf.Tensor2D,
+  advantages: tf.Tensor1D,
+  mask: tf.Tensor2D,
+  options: { epsLow: number; epsHigh: number },
+): tf.Tensor1D {
+  return tf.tidy(() => {
+    const logRatio = tf.sub(newLogProbs, oldLogProbs);
+    const ratio = tf.exp(logRatio);
+    const advantage = tf.expandDims(advantages, 1);
+    const high = tf.logicalAnd(tf.greater(ratio, 1 + options.epsHigh), tf.greater(advantage, 0));
+    const low = tf.logicalAnd(tf.less(ratio, 1 - options.epsLow), tf.less(advantage, 0));
+    const clipped = tf.sum(tf.mul(tf.cast(tf.logicalOr(high, low), 'float32'), mask));
+    const approxKl = tf.sum(tf.mul(tf.sub(tf.sub(ratio, 1), logRatio), mask));
+    return tf.stack([clipped, approxKl]) as tf.Tensor1D;
   });
 }
 
@@ -264,6 +308,18 @@ export function clipByGlobalNorm(gradients: tf.Tensor[], maxNorm: number): { cli
   return { clipped: gradients.map((g) => tf.mul(g, scale)), norm };
 }
 
+/** What one step measured, as TRL and CleanRL log it; averages over the batch's completion tokens. */
+export interface StepStats {
+  /** Share of tokens on the clipped branch ((ρ > 1 + ε_high, A > 0) or (ρ < 1 − ε_low, A < 0)), in the last pass before its update. 0 with μ = 1 (ρ = 1). */
+  clipFraction: number;
+  /** CleanRL's approximate KL(π_old ‖ π_θ), mean of (ρ − 1) − log ρ, in the last pass before its update. 0 with μ = 1. */
+  approxKl: number;
+  /** Mean entropy −Σ_v π(v) log π(v) of the policy being updated (first pass) at each completion token, in nats. */
+  entropy: number;
+  /** Completion tokens per row (completion) of the batch. */
+  meanCompletionTokens: number;
+}
+
 export interface StepReport {
   /** True when at least one pass updated the policy: false when no group had signal, or the first pass's loss or gradient was not finite (counted as `non-finite-update`; no pass applies after one that is). */
   updated: boolean;
@@ -274,6 +330,47 @@ export interface StepReport {
   losses: number[];
   /** Global gradient norm of each pass, before clipping. */
   gradNorms: number[];
+  /** Null when there was no batch. */
+  stats: StepStats | null;
+}
+
+/** Rows of the batch that go through forward and backward together, cut to their longest row. */
+interface MicroBatch {
+  tokens: tf.Tensor2D;
+  targets: tf.Tensor2D;
+  mask: tf.Tensor2D;
+  advantages: tf.Tensor1D;
+  /** log π_old, from the first pass: a constant for later passes. */
+  oldLogProbs?: tf.Tensor2D;
+  /** log π_ref, when beta > 0. */
+  refLogProbs?: tf.Tensor2D;
+}
+
+/**
+ * The batch cut into micro-batches of at most `rows` rows, each only as wide as its longest
+ * completion (later columns are padding, and causal attention never lets them change earlier
+ * ones); and the batch's count of completion tokens.
+ */
+function microBatches(batch: Batch, rows: number): { microBatches: MicroBatch[]; tokens: number } {
+  const [n, width] = batch.mask.shape;
+  const mask = batch.mask.dataSync() as Float32Array;
+  const used = Array.from({ length: n }, (_, r) => {
+    for (let t = width - 1; t >= 0; t--) if (mask[r * width + t] !== 0) return t + 1;
+    return 1;
+  });
+  const parts: MicroBatch[] = [];
+  for (let from = 0; from < n; from += rows) {
+    const size = Math.min(rows, n - from);
+    const columns = Math.max(...used.slice(from, from + size));
+    const cut = (t: tf.Tensor2D) => tf.slice(t, [from, 0], [size, columns]);
+    parts.push({
+      tokens: cut(batch.tokens),
+      targets: cut(batch.targets),
+      mask: cut(batch.mask),
+      advantages: tf.slice(batch.advantages, [from], [size]),
+    });
+  }
+  return { microBatches: parts, tokens: mask.reduce((a, b) => a + b, 0) };
 }
 
 export class SapoLearner {
@@ -287,12 +384,12 @@ export class SapoLearner {
   /** `steps` is the count already taken, when resuming from a checkpoint. */
   constructor(policy: Policy, tokenizer: Tokenizer, options: Partial<SapoOptions> = {}, steps = 0) {
     this.options = Object.freeze({ ...DEFAULT_SAPO_OPTIONS, ...options });
-    const { localGroups, externalGroups, passes, epsLow, epsHigh, beta, learningRate, maxGradNorm } = this.options;
-    for (const [name, value] of Object.entries({ localGroups, externalGroups, passes })) {
-      if (!Number.isInteger(value) || value < 0 || (name === 'passes' && value < 1)) {
-        throw new RangeError(
-          `${name} must be a ${name === 'passes' ? 'positive' : 'non-negative'} integer, got ${value}`,
-        );
+    const { localGroups, externalGroups, passes, microBatchRows, epsLow, epsHigh, beta, learningRate, maxGradNorm } =
+      this.options;
+    for (const [name, value] of Object.entries({ localGroups, externalGroups, passes, microBatchRows })) {
+      const positive = name === 'passes' || name === 'microBatchRows';
+      if (!Number.isInteger(value) || value < (positive ? 1 : 0)) {
+        throw new RangeError(`${name} must be a ${positive ? 'positive' : 'non-negative'} integer, got ${value}`);
       }
     }
     if (!(epsLow >= 0 && epsLow < 1 && epsHigh >= 0 && beta >= 0 && learningRate > 0 && maxGradNorm > 0)) {
@@ -323,46 +420,110 @@ export class SapoLearner {
     if (batch !== null)
       for (const [reason, n] of Object.entries(batch.skipped))
         counts.skipped[reason] = (counts.skipped[reason] ?? 0) + n;
-    const report: StepReport = { updated: false, counts, tokens: 0, losses: [], gradNorms: [] };
+    const report: StepReport = { updated: false, counts, tokens: 0, losses: [], gradNorms: [], stats: null };
     if (batch === null) return report;
 
-    const variables = [...this.policy.params.values()];
-    const refLogProbs = this.#reference === null ? undefined : this.#referenceLogProbs(batch);
-    const tokens = tf.sum(batch.mask);
-    report.tokens = tokens.dataSync()[0] as number;
-    tokens.dispose();
-    let oldLogProbs: tf.Tensor2D | undefined;
-    let finite = true;
-    for (let pass = 0; pass < this.options.passes && finite; pass++) {
-      tf.tidy(() => {
-        const { value, grads } = tf.variableGrads(() => {
-          const newLogProbs = this.policy.tokenLogProbs(batch.tokens, batch.targets);
-          // (4) π_old is this policy before the update, on every row, local and external alike:
-          // exactly what the first pass computes, kept as a constant (no gradient) for every pass.
-          oldLogProbs ??= tf.keep(tf.tensor2d(newLogProbs.dataSync() as Float32Array, newLogProbs.shape));
-          return sapoLoss(newLogProbs, oldLogProbs, batch.advantages, batch.mask, {
-            ...this.options,
-            ...(refLogProbs === undefined ? {} : { refLogProbs }),
-          });
-        }, variables);
-        const gradients = variables.map((v) => grads[v.name] as tf.Tensor);
-        const { clipped, norm } = clipByGlobalNorm(gradients, this.options.maxGradNorm);
-        report.losses.push(value.dataSync()[0] as number);
-        report.gradNorms.push(norm.dataSync()[0] as number);
-        // A NaN or infinite update would poison every weight, and every checkpoint after it.
-        finite = Number.isFinite(report.losses.at(-1)) && Number.isFinite(report.gradNorms.at(-1));
-        if (!finite) return;
-        this.optimizer.applyGradients(variables.map((v, i) => ({ name: v.name, tensor: clipped[i] as tf.Tensor })));
-        report.updated = true;
-      });
+    const rows = batch.advantages.shape[0];
+    const { microBatches: parts, tokens } = microBatches(batch, this.options.microBatchRows);
+    tf.dispose([batch.tokens, batch.targets, batch.mask, batch.advantages]);
+    report.tokens = tokens;
+    try {
+      if (this.#reference !== null) this.#referenceLogProbs(parts);
+      report.stats = { ...this.#passes(parts, tokens, report), meanCompletionTokens: tokens / rows };
+    } finally {
+      for (const part of parts) tf.dispose(Object.values(part));
     }
-    tf.dispose([oldLogProbs ?? [], refLogProbs ?? [], batch.tokens, batch.targets, batch.mask, batch.advantages]);
-    if (!finite) counts.skipped['non-finite-update'] = (counts.skipped['non-finite-update'] ?? 0) + 1;
+    if (report.losses.length < this.options.passes)
+      counts.skipped['non-finite-update'] = (counts.skipped['non-finite-update'] ?? 0) + 1;
     if (report.updated) this.#steps++;
     return report;
   }
 
-  #referenceLogProbs(batch: Batch): tf.Tensor2D {
+  /**
+   * The μ passes. Each sums the micro-batches' losses (each divided by the whole batch's token
+   * count) and their gradients, so it takes the same update as one forward and backward over the
+   * whole batch, in less memory: it clips the sum once and steps Adam once. Stops before applying
+   * a pass whose loss or gradient is not finite. Returns the step's statistics.
+   */
+  #passes(parts: MicroBatch[], tokens: number, report: StepReport): Omit<StepStats, 'meanCompletionTokens'> {
+    const variables = [...this.policy.params.values()];
+    const mean = (sum: number) => sum / Math.max(tokens, 1);
+    const stats = { clipFraction: 0, approxKl: 0, entropy: 0 };
+    for (let pass = 0; pass < this.options.passes; pass++) {
+      let gradients: tf.Tensor[] = [];
+      const sums = { loss: 0, clipped: 0, approxKl: 0, entropy: 0 };
+      for (const part of parts) {
+        const { gradients: partial, ...numbers } = this.#microBatch(part, pass === 0, tokens, variables);
+        const previous = gradients;
+        gradients =
+          previous.length === 0 ? partial : tf.tidy(() => partial.map((g, i) => tf.add(previous[i] as tf.Tensor, g)));
+        if (previous.length > 0) tf.dispose([...previous, ...partial]);
+        for (const key of Object.keys(sums) as (keyof typeof sums)[]) sums[key] += numbers[key];
+      }
+      // Clip fraction and approximate KL of the last pass that ran, the entropy of the first.
+      stats.clipFraction = mean(sums.clipped);
+      stats.approxKl = mean(sums.approxKl);
+      if (pass === 0) stats.entropy = mean(sums.entropy);
+      const finite = tf.tidy(() => {
+        const { clipped, norm } = clipByGlobalNorm(gradients, this.options.maxGradNorm);
+        report.losses.push(sums.loss);
+        report.gradNorms.push(norm.dataSync()[0] as number);
+        // A NaN or infinite update would poison every weight, and every checkpoint after it.
+        if (!Number.isFinite(sums.loss) || !Number.isFinite(report.gradNorms.at(-1))) return false;
+        this.optimizer.applyGradients(variables.map((v, i) => ({ name: v.name, tensor: clipped[i] as tf.Tensor })));
+        report.updated = true;
+        return true;
+      });
+      tf.dispose(gradients);
+      if (!finite) break;
+    }
+    return stats;
+  }
+
+  /**
+   * One micro-batch's forward and backward: its share of the loss (divided by the whole batch's
+   * `tokens`), its gradients, and its sums for the statistics (the entropy only when `first`).
+   */
+  #microBatch(
+    part: MicroBatch,
+    first: boolean,
+    tokens: number,
+    variables: tf.Variable[],
+  ): { gradients: tf.Tensor[]; loss: number; clipped: number; approxKl: number; entropy: number } {
+    return tf.tidy(() => {
+      let measured: tf.Tensor | undefined;
+      const { value, grads } = tf.variableGrads(() => {
+        const { logProbs, entropy } = first
+          ? this.policy.tokenLogProbsAndEntropy(part.tokens, part.targets)
+          : { logProbs: this.policy.tokenLogProbs(part.tokens, part.targets), entropy: tf.zeros(part.mask.shape) };
+        // (4) π_old is this policy before the update, on every row, local and external alike:
+        // exactly what the first pass computes, kept as a constant (no gradient) for every pass.
+        part.oldLogProbs ??= tf.keep(tf.tensor2d(logProbs.dataSync() as Float32Array, logProbs.shape));
+        const entropySum = tf.reshape(tf.sum(tf.mul(entropy, part.mask)), [1]);
+        measured = tf.keep(
+          tf.concat([ratioSums(logProbs, part.oldLogProbs, part.advantages, part.mask, this.options), entropySum]),
+        );
+        return sapoLoss(logProbs, part.oldLogProbs, part.advantages, part.mask, {
+          ...this.options,
+          tokens,
+          ...(part.refLogProbs === undefined ? {} : { refLogProbs: part.refLogProbs }),
+        });
+      }, variables);
+      const numbers = tf.concat([tf.reshape(value, [1]), measured as tf.Tensor]).dataSync();
+      measured?.dispose();
+      const [loss, clipped, approxKl, entropy] = Array.from(numbers);
+      return {
+        gradients: variables.map((v) => grads[v.name] as tf.Tensor),
+        loss: loss as number,
+        clipped: clipped as number,
+        approxKl: approxKl as number,
+        entropy: entropy as number,
+      };
+    });
+  }
+
+  /** log π_ref of every micro-batch, into its `refLogProbs`. */
+  #referenceLogProbs(parts: MicroBatch[]): void {
     // Swap the frozen weights in, read log-probs, swap the live ones back: in a finally, so that
     // an exception in between never leaves the reference weights as the policy being trained.
     const live = new Map([...this.policy.params].map(([name, p]) => [name, tf.clone(p)]));
@@ -371,7 +532,7 @@ export class SapoLearner {
     };
     try {
       assign(this.#reference as Map<string, tf.Tensor>);
-      return tf.tidy(() => this.policy.tokenLogProbs(batch.tokens, batch.targets));
+      for (const part of parts) part.refLogProbs = tf.tidy(() => this.policy.tokenLogProbs(part.tokens, part.targets));
     } finally {
       try {
         assign(live);
