@@ -44,10 +44,12 @@ export {
   groupProblem,
   hasSignal,
   type RolloutGroup,
+  ratioSums,
   SapoLearner,
   type SapoOptions,
   type SelectionCounts,
   type StepReport,
+  type StepStats,
   sapoLoss,
   selectGroups,
 } from './sapo.js';
