@@ -24,7 +24,7 @@ export interface SampleOptions {
   kvCache?: boolean;
   /** The id that ends a completion. Default vocabSize − 1 (the byte tokenizer's EOS). */
   eos?: number;
-  /** Ids never sampled (e.g. PAD and BOS); their probability still counts in the recorded log-probs. */
+  /** Ids never sampled (e.g. PAD and BOS): the distribution drawn from, and so the recorded log-probs, leaves them out. */
   exclude?: readonly number[];
   /**
    * Rows generated together: the prompts run in consecutive chunks of this many, which bounds
@@ -40,7 +40,12 @@ export interface SampleOptions {
 export interface Completion {
   /** Generated ids, ending with EOS when `finished`. */
   tokens: number[];
-  /** log π(token) under the policy itself (temperature 1, no truncation), one per token. */
+  /**
+   * One per token: its log-probability under the distribution it was drawn from — the policy's
+   * softmax at `temperature`, without the excluded ids, cut to top-k/top-p and renormalised; 0
+   * when greedy (temperature 0). With temperature 1, no truncation and nothing excluded, that is
+   * the policy's own log π(token), as a training forward pass computes it.
+   */
   logProbs: number[];
   /** True when the row ended with EOS, false when it ran out of tokens or context. */
   finished: boolean;
@@ -194,39 +199,43 @@ function disposeCache(cache: KVCache): void {
   for (const t of [...cache.keys, ...cache.values]) t.dispose();
 }
 
-/** Samples one token from a row of logits and records its log-probability under the policy. */
+/**
+ * Samples one token from a row of logits and records its log-probability under the distribution
+ * it was drawn from (see Completion.logProbs).
+ */
 function pick(policyLogits: Float32Array, options: SampleOptions, rng: RandomGenerator, row: Completion): number {
-  const logProbs = logSoftmax(policyLogits, 1);
   const logits = policyLogits.slice();
   for (const id of options.exclude ?? []) logits[id] = Number.NEGATIVE_INFINITY;
   const temperature = options.temperature ?? 1;
-  let token: number;
   if (temperature === 0) {
-    token = logits.indexOf(Math.max(...logits));
-  } else {
-    const order = Array.from(logits.keys()).sort((a, b) => (logits[b] as number) - (logits[a] as number));
-    const scaled = logSoftmax(logits, temperature);
-    const k = options.topK !== undefined && options.topK > 0 ? Math.min(options.topK, order.length) : order.length;
-    const topP = options.topP ?? 1;
-    const kept: number[] = [];
-    let mass = 0;
-    for (const id of order.slice(0, k)) {
-      kept.push(id);
-      mass += Math.exp(scaled[id] as number);
-      if (mass >= topP) break;
-    }
-    let u = uniformFloat64(rng) * mass;
-    token = kept[kept.length - 1] as number;
-    for (const id of kept) {
-      u -= Math.exp(scaled[id] as number);
-      if (u < 0) {
-        token = id;
-        break;
-      }
+    const token = logits.indexOf(Math.max(...logits));
+    row.tokens.push(token);
+    row.logProbs.push(0); // greedy: the distribution drawn from is all on this token
+    return token;
+  }
+  const order = Array.from(logits.keys()).sort((a, b) => (logits[b] as number) - (logits[a] as number));
+  const scaled = logSoftmax(logits, temperature);
+  const k = options.topK !== undefined && options.topK > 0 ? Math.min(options.topK, order.length) : order.length;
+  const topP = options.topP ?? 1;
+  const kept: number[] = [];
+  let mass = 0;
+  for (const id of order.slice(0, k)) {
+    kept.push(id);
+    mass += Math.exp(scaled[id] as number);
+    if (mass >= topP) break;
+  }
+  let u = uniformFloat64(rng) * mass;
+  let token = kept[kept.length - 1] as number;
+  for (const id of kept) {
+    u -= Math.exp(scaled[id] as number);
+    if (u < 0) {
+      token = id;
+      break;
     }
   }
   row.tokens.push(token);
-  row.logProbs.push(logProbs[token] as number);
+  // Renormalised over the kept tokens: the probability this draw gave the token.
+  row.logProbs.push((scaled[token] as number) - Math.log(mass));
   return token;
 }
 

@@ -3,7 +3,7 @@ import '@tensorflow/tfjs-backend-cpu';
 import '@tensorflow/tfjs-backend-wasm';
 import { describe, expect, it } from 'vitest';
 import { Policy, type PolicyConfig, parameterShapes } from '../src/model.js';
-import { generate, generateText } from '../src/sample.js';
+import { type Completion, generate, generateText } from '../src/sample.js';
 import { sapoLoss } from '../src/sapo.js';
 import { ByteTokenizer, TokenizerError } from '../src/tokenizer.js';
 
@@ -122,8 +122,9 @@ describe.each(['cpu', 'wasm'])('the policy on the %s backend', (backend) => {
     const cached = generate(policy, prompts, options);
     const recomputed = generate(policy, prompts, { ...options, kvCache: false });
     expect(cached.map((c) => c.tokens)).toEqual(recomputed.map((c) => c.tokens));
-    // The recorded log-probs are the policy's own (temperature 1), as a training forward pass sees them.
-    const second = cached[1] as (typeof cached)[number];
+    // Sampled at temperature 1 with nothing cut, the recorded log-probs are the policy's own, as a
+    // training forward pass sees them.
+    const [, second] = generate(policy, prompts, { maxNewTokens: 10, seed: 4 }) as [Completion, Completion];
     const row = [...(prompts[1] as number[]), ...second.tokens];
     const full = policy
       .tokenLogProbs(
