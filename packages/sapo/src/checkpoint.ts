@@ -358,6 +358,25 @@ async function prune(dir: string, keep: number, saved: string): Promise<void> {
   await Promise.all([...old, ...orphans].map((name) => rm(join(dir, name), { force: true })));
 }
 
+/**
+ * Deletes the temp files of saves that never finished in `dir` and returns their names. Call it at
+ * start, before this process saves, and only when no other process saves into `dir`: unlike the
+ * pruning after a save, it does not ask whether the writer still runs (in a container the node is
+ * always pid 1, so a crashed save's pid is "running" again after every restart).
+ */
+export async function removeUnfinishedSaves(dir: string): Promise<string[]> {
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw error;
+  }
+  const temps = names.filter((name) => TEMP_NAME.test(name));
+  await Promise.all(temps.map((name) => rm(join(dir, name), { force: true })));
+  return temps;
+}
+
 /** A temp file's writer, while it runs, may still rename it; one whose writer died is a crashed save's leftover. */
 function isRunning(pid: number): boolean {
   try {

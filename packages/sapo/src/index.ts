@@ -21,9 +21,19 @@ export {
   encodeCheckpoint,
   latestCheckpoint,
   loadCheckpoint,
+  removeUnfinishedSaves,
   saveCheckpoint,
 } from './checkpoint.js';
 export { CheckpointError, SapoError } from './errors.js';
+export {
+  type Learner,
+  type LearnerInfo,
+  type LearnerMemory,
+  type LearnerSpec,
+  openLearner,
+  startLearnerWorker,
+} from './learner.js';
+export { LearnerCrashedError } from './learner-protocol.js';
 export {
   defaultGraph,
   type GraphKind,
@@ -53,5 +63,11 @@ export {
   sapoLoss,
   selectGroups,
 } from './sapo.js';
-export { EMBEDDED_CONFIG, EMBEDDED_MODEL_PATH, learnerCheckpoint, restoreLearner } from './state.js';
+export {
+  EMBEDDED_CONFIG,
+  EMBEDDED_MODEL_PATH,
+  learnerCheckpoint,
+  openLearnerCheckpoint,
+  restoreLearner,
+} from './state.js';
 export { ByteTokenizer, type Tokenizer, TokenizerError } from './tokenizer.js';

@@ -65,6 +65,16 @@ export async function restoreLearner(
   options: Partial<SapoOptions> = {},
   expectConfig?: PolicyConfig,
 ): Promise<SapoLearner> {
+  return (await openLearnerCheckpoint(file, tokenizer, options, expectConfig)).learner;
+}
+
+/** restoreLearner, and the checkpoint's metadata (e.g. the round it was saved at), from one read of the file. */
+export async function openLearnerCheckpoint(
+  file: string,
+  tokenizer: Tokenizer,
+  options: Partial<SapoOptions> = {},
+  expectConfig?: PolicyConfig,
+): Promise<{ learner: SapoLearner; metadata: Record<string, string> }> {
   const checkpoint = await loadCheckpoint(file, {
     tokenizer: tokenizer.id,
     ...(expectConfig === undefined ? {} : { config: { ...expectConfig }, shapes: parameterShapes(expectConfig) }),
@@ -95,7 +105,7 @@ export async function restoreLearner(
         throw error;
       });
     }
-    return learner;
+    return { learner, metadata: { ...checkpoint.metadata } };
   } finally {
     // The policy and Adam copied what they keep into variables.
     tf.dispose([...checkpoint.weights.values(), ...checkpoint.optimizer.values()]);
