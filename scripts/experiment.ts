@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { MemoryNetwork, RoundLoop, type RoundMetrics } from '@swarm-node/roles';
-import { ByteTokenizer, EMBEDDED_MODEL_PATH, restoreLearner, selectBackend } from '@swarm-node/sapo';
+import { EMBEDDED_MODEL_PATH, openLearner } from '@swarm-node/sapo';
 import { chartGrid, type Series } from './lib/svg-chart.js';
 
 const { values } = parseArgs({
@@ -61,20 +61,23 @@ const parseConfig = (text: string) => {
 };
 
 async function runOne(config: string, seed: number): Promise<Run> {
-  await selectBackend({ backend: 'wasm' });
   const { localGroups, externalGroups } = parseConfig(config);
   const started = performance.now();
   const network = new MemoryNetwork({ seed });
-  const tokenizer = new ByteTokenizer();
   const families = values.families === '' ? undefined : values.families.split(',');
   const nodes: RoundLoop[] = [];
   for (let i = 0; i < Number(values.nodes); i++) {
-    const learner = await restoreLearner(EMBEDDED_MODEL_PATH, tokenizer, {
-      localGroups,
-      externalGroups,
-      learningRate: Number(values['learning-rate']),
-      zeroSignalFilter: !values['no-filter'],
-      seed: seed * 100 + i,
+    // In-thread learners: one process runs the whole swarm, one node at a time.
+    const learner = await openLearner({
+      model: EMBEDDED_MODEL_PATH,
+      backend: 'wasm',
+      sapo: {
+        localGroups,
+        externalGroups,
+        learningRate: Number(values['learning-rate']),
+        zeroSignalFilter: !values['no-filter'],
+        seed: seed * 100 + i,
+      },
     });
     nodes.push(
       new RoundLoop({

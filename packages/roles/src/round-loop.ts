@@ -1,22 +1,18 @@
 /**
- * The round loop: a node's heartbeat, composing the three roles over a transport.
+ * The round loop: a node's heartbeat, composing the three roles over a transport and a learner.
  *
  *   propose → solve → evaluate → publish → (peers' rollouts arrive, checked, buffered) →
- *   filter + SAPO step on I local + J external groups → periodic checkpoint → one metrics record
+ *   filter + SAPO step on I local + J external groups → every K rounds a held-out pass rate →
+ *   one metrics record
  *
- * There is no swarm-wide barrier: every rollout carries its producer, round, policy version and
- * time, and the evaluator's staleness bound, the bounded external buffer and the task pool's age
- * limit keep what a node learns from recent.
+ * The learner is asynchronous (@swarm-node/sapo's Learner): in a node it is a worker thread, so
+ * while it samples or trains, this thread keeps validating peers' messages. There is no swarm-wide
+ * barrier: every rollout carries its producer, round, policy version and time, and the evaluator's
+ * staleness bound, the bounded external buffer and the task pool's age limit keep what a node
+ * learns from recent. Checkpoints are the caller's (one writer: the node).
  */
-import {
-  learnerCheckpoint,
-  type RolloutGroup,
-  type SampleOptions,
-  type SapoLearner,
-  type StepReport,
-  saveCheckpoint,
-} from '@swarm-node/sapo';
-import { FAMILIES } from '@swarm-node/tasks';
+import type { Learner, RolloutGroup, SampleOptions, StepReport } from '@swarm-node/sapo';
+import { FAMILIES, getFamily, MAX_SEED, scoreCompletion } from '@swarm-node/tasks';
 import { mersenne } from 'pure-rand/generator/mersenne';
 import { Evaluator } from './evaluator.js';
 import { hashToSeed, LIMITS, type RolloutMessage } from './messages.js';
@@ -26,14 +22,17 @@ import type { Transport, Verdict } from './transport.js';
 
 export interface RoundLoopOptions {
   transport: Transport;
-  learner: SapoLearner;
+  learner: Learner;
   /** Task families this node proposes. Default: every built-in family. */
   families?: readonly string[];
   /** G: completions sampled per task. Default 8. */
   groupSize?: number;
   /** Tasks solved per round. Default: the learner's I (localGroups), at least 1. */
   tasksPerRound?: number;
-  /** Sampling settings. Default temperature 1, 48 new tokens. */
+  /**
+   * Sampling settings. Default 48 new tokens. Training samples come from the policy itself:
+   * temperature 1, no top-k or top-p, because SAPO's ratio compares π_θ with the π_old that sampled.
+   */
   sampling?: Partial<Omit<SampleOptions, 'seed'>>;
   /** Peers' groups kept for learning, newest first. Default 256. */
   externalBufferSize?: number;
@@ -42,8 +41,12 @@ export interface RoundLoopOptions {
   proposer?: Omit<ProposerOptions, 'families'>;
   /** Whether this node proposes tasks; without, it solves peers' tasks only. Default true. */
   propose?: boolean;
-  /** Save the learner every `every` rounds into `dir`, keeping `keep` files. */
-  checkpoint?: { dir: string; every: number; keep?: number };
+  /**
+   * Every `every` rounds (0: never), the pass rate on held-out tasks at a fixed difficulty: the same
+   * `tasks` seeds per family each time, so a change means the model changed, not the tasks.
+   * Default every 0, difficulty 1, 2 tasks per family, 4 samples each.
+   */
+  heldOut?: { every: number; difficulty?: number; tasks?: number; samples?: number };
   /** Seeds task draws and sampling (each round's seeds derive from it and the round). Default 0. */
   seed?: number;
   /** The first round's number, when resuming. Default 0. */
@@ -60,6 +63,11 @@ export interface RoundMetrics {
   /** Mean reward of this round's own completions, overall and by family; null when it solved nothing. */
   reward: number | null;
   passRateByFamily: Record<string, number>;
+  /** Mean difficulty of the tasks solved this round (the reward was earned at it), overall and by family. */
+  difficulty: number | null;
+  difficultyByFamily: Record<string, number>;
+  /** The held-out pass rate at its fixed difficulty, in the rounds it was measured. */
+  heldOut: { difficulty: number; passRate: number; byFamily: Record<string, number> } | null;
   groups: {
     local: number;
     localUsed: number;
@@ -70,13 +78,14 @@ export interface RoundMetrics {
   };
   /** Verdicts on peers' messages since the last record, by reason. */
   received: { tasks: Record<string, number>; rollouts: Record<string, number> };
-  bytes: { sent: number; received: number };
-  learner: Pick<StepReport, 'updated' | 'tokens' | 'losses' | 'gradNorms'>;
+  /** Payload bytes sent and received since this node started (cumulative) and in this round. */
+  bytes: { sent: number; received: number; round: { sent: number; received: number } };
+  learner: Pick<StepReport, 'updated' | 'tokens' | 'losses' | 'gradNorms' | 'stats'>;
   proposer: ReturnType<Proposer['state']>;
-  seconds: { solve: number; learn: number };
-  /** The checkpoint file saved at the end of this round, if one was. */
-  checkpoint: string | null;
+  seconds: { solve: number; learn: number; heldOut: number };
 }
+
+const TRAINING_SAMPLING = { temperature: 1, topK: 0, topP: 1 } as const;
 
 interface Buffered {
   group: RolloutGroup;
@@ -86,21 +95,23 @@ interface Buffered {
 
 export class RoundLoop {
   readonly transport: Transport;
-  readonly learner: SapoLearner;
+  readonly learner: Learner;
   readonly proposer: Proposer;
   readonly evaluator: Evaluator;
   readonly pool: TaskPool;
-  readonly #options: Required<Omit<RoundLoopOptions, 'checkpoint' | 'proposer'>> & Pick<RoundLoopOptions, 'checkpoint'>;
+  readonly #options: Required<Omit<RoundLoopOptions, 'proposer' | 'heldOut'>>;
+  readonly #heldOut: Required<NonNullable<RoundLoopOptions['heldOut']>>;
   readonly #external: Buffered[] = [];
   #taskVerdicts: Record<string, number> = {};
   #lastRollouts: Record<string, number> = {};
+  #lastTraffic = { sent: 0, received: 0 };
   #round: number;
 
   constructor(options: RoundLoopOptions) {
     this.#options = {
       families: FAMILIES.map((f) => f.name),
       groupSize: 8,
-      tasksPerRound: Math.max(1, options.learner.options.localGroups),
+      tasksPerRound: Math.max(1, options.learner.info.options.localGroups),
       sampling: {},
       externalBufferSize: 256,
       maxAgeMs: 600_000,
@@ -110,9 +121,21 @@ export class RoundLoop {
       now: Date.now,
       ...options,
     };
-    const every = options.checkpoint?.every;
-    if (every !== undefined && (!Number.isInteger(every) || every < 1)) {
-      throw new RangeError(`checkpoint.every must be a positive integer (rounds between saves), got ${every}`);
+    this.#heldOut = { every: 0, difficulty: 1, tasks: 2, samples: 4, ...options.heldOut };
+    for (const [name, value] of Object.entries(this.#heldOut)) {
+      if (!Number.isSafeInteger(value) || value < (name === 'every' ? 0 : 1))
+        throw new RangeError(
+          `heldOut.${name} must be a ${name === 'every' ? 'non-negative' : 'positive'} integer, got ${value}`,
+        );
+    }
+    for (const [key, value] of Object.entries(TRAINING_SAMPLING)) {
+      const given = this.#options.sampling[key as keyof typeof TRAINING_SAMPLING];
+      if (given !== undefined && given !== value) {
+        throw new RangeError(
+          `sampling.${key} = ${given}: training samples must come from the policy itself (temperature 1, no top-k or top-p), ` +
+            "since SAPO's ratio compares the policy with the one that sampled; leave it at its default",
+        );
+      }
     }
     const { groupSize } = this.#options;
     if (!Number.isInteger(groupSize) || groupSize < 2 || groupSize > LIMITS.maxGroupSize) {
@@ -151,30 +174,29 @@ export class RoundLoop {
 
     const solveStart = performance.now();
     const skipped: Record<string, number> = {};
-    const { contextLength } = this.learner.policy.config;
+    const count = (reason: string, n = 1) => {
+      skipped[reason] = (skipped[reason] ?? 0) + n;
+    };
     // Seeds depend on the node's seed and the round only, so a resumed node continues, not repeats.
     const draws = mersenne(hashToSeed('round-loop/draws', this.#options.seed, round));
-    const tasks = this.pool.take(this.#options.tasksPerRound, draws, now).filter(({ task }) => {
-      const fits = this.learner.tokenizer.encodePrompt(task.prompt).length < contextLength;
-      if (!fits) skipped['prompt-exceeds-context'] = (skipped['prompt-exceeds-context'] ?? 0) + 1;
-      return fits;
-    });
-    const solved = solve(this.learner.policy, this.learner.tokenizer, tasks, {
+    const tasks = this.pool.take(this.#options.tasksPerRound, draws, now);
+    const solved = await solve(this.learner, tasks, {
       groupSize: this.#options.groupSize,
       sampling: {
-        temperature: 1,
         maxNewTokens: 48,
         ...this.#options.sampling,
         seed: hashToSeed('round-loop/sampling', this.#options.seed, round),
       },
-      policyVersion: this.learner.steps,
     });
+    count('prompt-exceeds-context', tasks.length - solved.length);
     const local: RolloutGroup[] = [];
     const passes: Record<string, number[]> = {};
+    const difficulties: Record<string, number[]> = {};
     for (const { spec, task, completions, tokens, finished, policyVersion } of solved) {
       const rewards = this.evaluator.score(task, completions);
       local.push({ prompt: task.prompt, completions, rewards, completionTokens: tokens, finished });
       passes[task.family] = [...(passes[task.family] ?? []), ...rewards];
+      difficulties[task.family] = [...(difficulties[task.family] ?? []), task.difficulty];
       if (spec.proposer === me) this.proposer.observe(task.family, task.difficulty, rewards);
       const rollout: RolloutMessage = {
         task: spec,
@@ -192,22 +214,17 @@ export class RoundLoop {
 
     const learnStart = performance.now();
     const fresh = this.#freshExternal(now);
-    const report = this.learner.step(local, fresh);
-    for (const [reason, n] of Object.entries(report.counts.skipped)) skipped[reason] = (skipped[reason] ?? 0) + n;
+    const report = await this.learner.step(local, fresh);
+    for (const [reason, n] of Object.entries(report.counts.skipped)) count(reason, n);
     const learnSeconds = (performance.now() - learnStart) / 1000;
 
-    const { checkpoint } = this.#options;
-    let saved: string | null = null;
-    if (checkpoint !== undefined && (round + 1) % checkpoint.every === 0) {
-      const state = await learnerCheckpoint(this.learner, { node: me, round: String(round) });
-      try {
-        saved = await saveCheckpoint(checkpoint.dir, state, { keep: checkpoint.keep ?? 3 });
-      } finally {
-        state.release();
-      }
-    }
+    const heldOutStart = performance.now();
+    const { every } = this.#heldOut;
+    const heldOut = every > 0 && (round + 1) % every === 0 ? await this.heldOutPassRate() : null;
+    const heldOutSeconds = (performance.now() - heldOutStart) / 1000;
 
     const rewards = Object.values(passes).flat();
+    const traffic = this.transport.traffic();
     const metrics: RoundMetrics = {
       node: me,
       round,
@@ -215,6 +232,9 @@ export class RoundLoop {
       policyVersion: this.learner.steps,
       reward: rewards.length === 0 ? null : mean(rewards),
       passRateByFamily: Object.fromEntries(Object.entries(passes).map(([family, r]) => [family, mean(r)])),
+      difficulty: solved.length === 0 ? null : mean(solved.map((s) => s.task.difficulty)),
+      difficultyByFamily: Object.fromEntries(Object.entries(difficulties).map(([family, d]) => [family, mean(d)])),
+      heldOut,
       groups: {
         local: local.length,
         localUsed: report.counts.local,
@@ -224,14 +244,53 @@ export class RoundLoop {
         skipped,
       },
       received: { tasks: this.#taskVerdicts, rollouts: this.#rolloutVerdictsSinceLast() },
-      bytes: this.transport.traffic(),
-      learner: { updated: report.updated, tokens: report.tokens, losses: report.losses, gradNorms: report.gradNorms },
+      bytes: {
+        ...traffic,
+        round: { sent: traffic.sent - this.#lastTraffic.sent, received: traffic.received - this.#lastTraffic.received },
+      },
+      learner: {
+        updated: report.updated,
+        tokens: report.tokens,
+        losses: report.losses,
+        gradNorms: report.gradNorms,
+        stats: report.stats,
+      },
       proposer: this.proposer.state(),
-      seconds: { solve: solveSeconds, learn: learnSeconds },
-      checkpoint: saved,
+      seconds: { solve: solveSeconds, learn: learnSeconds, heldOut: heldOutSeconds },
     };
     this.#taskVerdicts = {};
+    this.#lastTraffic = traffic;
     return metrics;
+  }
+
+  /**
+   * Mean reward on held-out tasks: `tasks` per family at the fixed difficulty (clamped to each
+   * family's range), from seeds no proposer derives (they are not bound to a proposer and round), and
+   * a fixed sampling seed — the same prompts and draws every time it is measured.
+   */
+  async heldOutPassRate(): Promise<{ difficulty: number; passRate: number; byFamily: Record<string, number> }> {
+    const { difficulty, tasks: perFamily, samples } = this.#heldOut;
+    const tasks = this.#options.families.flatMap((name) => {
+      const family = getFamily(name);
+      const level = Math.min(family.difficulty.max, Math.max(family.difficulty.min, difficulty));
+      return Array.from({ length: perFamily }, (_, i) =>
+        family.generate(hashToSeed('round-loop/held-out', name, i) % (MAX_SEED + 1), level),
+      );
+    });
+    const prompts = tasks.flatMap((task) => new Array<string>(samples).fill(task.prompt));
+    const completions = await this.learner.sample(prompts, { maxNewTokens: 48, ...this.#options.sampling, seed: 2026 });
+    const byFamily: Record<string, number[]> = {};
+    completions.forEach((completion, i) => {
+      const task = tasks[Math.floor(i / samples)];
+      if (completion === null || task === undefined) return;
+      (byFamily[task.family] ??= []).push(scoreCompletion(task, completion.text));
+    });
+    const all = Object.values(byFamily).flat();
+    return {
+      difficulty,
+      passRate: all.length === 0 ? 0 : mean(all),
+      byFamily: Object.fromEntries(Object.entries(byFamily).map(([family, r]) => [family, mean(r)])),
+    };
   }
 
   /** Peers' groups young enough to learn from, newest first. */

@@ -2,7 +2,7 @@
  * The solver: keeps a pool of tasks (its own proposer's and peers'), draws some each round and
  * samples G completions of each with this node's policy.
  */
-import { generateText, type Policy, type SampleOptions, type Tokenizer } from '@swarm-node/sapo';
+import type { Learner, SampleOptions, TextCompletion } from '@swarm-node/sapo';
 import type { Task } from '@swarm-node/tasks';
 import { uniformInt } from 'pure-rand/distribution/uniformInt';
 import type { RandomGenerator } from 'pure-rand/types/RandomGenerator';
@@ -28,8 +28,6 @@ export interface SolveOptions {
   /** G: completions per task. */
   groupSize: number;
   sampling: SampleOptions;
-  /** The learner step of `policy`. */
-  policyVersion: number;
 }
 
 export interface TaskPoolOptions extends KnownTasksOptions {
@@ -110,26 +108,34 @@ export class TaskPool {
   }
 }
 
-/** G completions of each task, sampled in one batch. */
-export function solve(
-  policy: Policy,
-  tokenizer: Tokenizer,
+/**
+ * G completions of each task, sampled in one batch by the learner. A task whose prompt leaves no room
+ * in the model's context is left out (the result is shorter than `tasks`).
+ */
+export async function solve(
+  learner: Learner,
   tasks: readonly { spec: ProposedTask; task: Task }[],
-  { groupSize, sampling, policyVersion }: SolveOptions,
-): SolvedGroup[] {
+  { groupSize, sampling }: SolveOptions,
+): Promise<SolvedGroup[]> {
   if (tasks.length === 0) return [];
+  // The version of the policy that samples: read before the call, as the step comes after it.
+  const policyVersion = learner.steps;
   const prompts = tasks.flatMap(({ task }) => new Array<string>(groupSize).fill(task.prompt));
-  const completions = generateText(policy, tokenizer, prompts, sampling);
-  return tasks.map(({ spec, task }, t) => {
+  const completions = await learner.sample(prompts, sampling);
+  return tasks.flatMap(({ spec, task }, t) => {
     const group = completions.slice(t * groupSize, (t + 1) * groupSize);
-    return {
-      spec,
-      task,
-      completions: group.map((c) => c.text),
-      tokens: group.map((c) => c.tokens),
-      finished: group.map((c) => c.finished),
-      logProbs: group.map((c) => c.logProbs),
-      policyVersion,
-    };
+    if (group.some((c) => c === null)) return [];
+    const sampled = group as TextCompletion[];
+    return [
+      {
+        spec,
+        task,
+        completions: sampled.map((c) => c.text),
+        tokens: sampled.map((c) => c.tokens),
+        finished: sampled.map((c) => c.finished),
+        logProbs: sampled.map((c) => c.logProbs),
+        policyVersion,
+      },
+    ];
   });
 }

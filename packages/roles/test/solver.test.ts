@@ -1,7 +1,7 @@
-import { ByteTokenizer, Policy, selectBackend } from '@swarm-node/sapo';
+import { EMBEDDED_MODEL_PATH, openLearner } from '@swarm-node/sapo';
 import { generateTask } from '@swarm-node/tasks';
 import { mersenne } from 'pure-rand/generator/mersenne';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { KnownTasks } from '../src/known-tasks.js';
 import { deriveSeed, type ProposedTask } from '../src/messages.js';
 import { solve, TaskPool } from '../src/solver.js';
@@ -74,29 +74,23 @@ describe('the task pool', () => {
 });
 
 describe('solve', () => {
-  beforeAll(async () => {
-    await selectBackend({ backend: 'cpu' });
-  });
-
-  it('returns G completions per task with their ids, per-token log-probs and the policy version', () => {
-    const policy = Policy.create(
-      { vocabSize: 259, layers: 1, dModel: 16, heads: 2, mlpRatio: 2, contextLength: 160 },
-      { seed: 3 },
-    );
+  it('returns G completions per task with their ids, whether each finished, log-probs and the policy version', async () => {
+    const learner = await openLearner({ model: EMBEDDED_MODEL_PATH, backend: 'cpu' });
     const tasks = [spec('alice', 1), spec('bob', 1, 2)].map((s) => ({ spec: s, task: generateTask(s) }));
-    const groups = solve(policy, new ByteTokenizer(), tasks, {
+    const tooLong = { ...tasks[0], task: { ...generateTask(spec('carol', 1)), prompt: 'x'.repeat(500) } };
+    const groups = await solve(learner, [...tasks, tooLong as (typeof tasks)[number]], {
       groupSize: 3,
       sampling: { maxNewTokens: 5, seed: 9 },
-      policyVersion: 17,
     });
-    policy.dispose();
-    expect(groups.map((g) => g.spec)).toEqual(tasks.map((t) => t.spec));
+    await learner.close();
+    expect(groups.map((g) => g.spec)).toEqual(tasks.map((t) => t.spec)); // the prompt that does not fit is left out
     for (const group of groups) {
-      expect(group.policyVersion).toBe(17);
+      expect(group.policyVersion).toBe(0);
       expect(group.completions).toHaveLength(3);
+      expect(group.finished).toHaveLength(3);
       expect(group.logProbs.map((l) => l.length)).toEqual(group.tokens.map((t) => t.length));
       for (const logProb of group.logProbs.flat()) expect(logProb).toBeLessThanOrEqual(0);
-      expect(group.tokens.flat().length).toBeGreaterThan(0);
+      group.tokens.forEach((ids, i) => expect(ids.length === 5 || group.finished[i]).toBe(true));
     }
   });
 });

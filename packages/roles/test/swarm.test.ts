@@ -1,4 +1,4 @@
-import { ByteTokenizer, EMBEDDED_MODEL_PATH, restoreLearner, selectBackend } from '@swarm-node/sapo';
+import { EMBEDDED_MODEL_PATH, openLearner, selectBackend } from '@swarm-node/sapo';
 import { generateTask } from '@swarm-node/tasks';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { MemoryNetwork } from '../src/memory-transport.js';
@@ -12,13 +12,12 @@ beforeAll(async () => {
 describe('a 4-node in-memory swarm with a lying peer', () => {
   it('trains every node end to end on its own and its peers’ rollouts, and none of the liar’s groups get through', async () => {
     const network = new MemoryNetwork({ delayMs: [0, 3], seed: 7 });
-    const tokenizer = new ByteTokenizer();
     const nodes: RoundLoop[] = [];
     for (let i = 0; i < 4; i++) {
-      const learner = await restoreLearner(EMBEDDED_MODEL_PATH, tokenizer, {
-        localGroups: 2,
-        externalGroups: 2,
-        seed: i,
+      const learner = await openLearner({
+        model: EMBEDDED_MODEL_PATH,
+        backend: 'wasm',
+        sapo: { localGroups: 2, externalGroups: 2, seed: i },
       });
       nodes.push(
         new RoundLoop({
@@ -83,9 +82,39 @@ describe('a 4-node in-memory swarm with a lying peer', () => {
       expect(node.learner.steps).toBeGreaterThan(0);
       expect(rows.at(-1)?.bytes.received).toBeGreaterThan(0);
     }
-    for (const node of nodes) {
-      node.learner.dispose();
-      node.learner.policy.dispose();
-    }
+    for (const node of nodes) await node.learner.close();
   });
+});
+
+describe('a 4-node in-memory swarm of honest nodes on the default settings', () => {
+  it('refuses nothing any of them sends over 50 rounds: every task and rollout is accepted', async () => {
+    const network = new MemoryNetwork();
+    const nodes: RoundLoop[] = [];
+    for (let i = 0; i < 4; i++) {
+      const learner = await openLearner({ model: EMBEDDED_MODEL_PATH, backend: 'wasm', sapo: { seed: i } });
+      // Default I, J, G, pool, buffer and evaluator; only completions are short, to keep the test fast.
+      nodes.push(
+        new RoundLoop({ transport: network.join(`node-${i}`), learner, sampling: { maxNewTokens: 12 }, seed: i }),
+      );
+    }
+    const tasks: Record<string, number> = {};
+    for (let round = 0; round < 50; round++) {
+      for (const node of nodes) {
+        const metrics = await node.runRound();
+        for (const [key, n] of Object.entries(metrics.received.tasks)) tasks[key] = (tasks[key] ?? 0) + n;
+      }
+      await network.settle();
+    }
+    // Each node publishes I = 4 tasks a round to 3 peers; the in-memory network delivers a round's
+    // messages when it settles, so the last round's tasks arrive after the last records.
+    expect(tasks).toEqual({ accept: 4 * 3 * 4 * 49 });
+    for (const node of nodes) {
+      const { accept = 0, ...refused } = node.evaluator.counts;
+      expect(refused).toEqual({});
+      expect(accept).toBeGreaterThan(3 * 4 * 40);
+    }
+    expect(network.verdicts.size).toBe(4);
+    for (const counts of network.verdicts.values()) expect(counts).toMatchObject({ reject: 0, ignore: 0 });
+    for (const node of nodes) await node.learner.close();
+  }, 600_000);
 });
