@@ -41,6 +41,16 @@ export function positiveNumber(name: string) {
   };
 }
 
+export function nonNegativeNumber(name: string) {
+  return (value: string): number => {
+    const number = Number(value);
+    if (value.trim() === '' || !Number.isFinite(number) || number < 0) {
+      throw new InvalidArgumentError(`${name} must be a number of at least 0.`);
+    }
+    return number;
+  };
+}
+
 const list = (value: string): string[] =>
   value
     .split(',')

@@ -8,7 +8,8 @@ export type NodeErrorCode =
   | 'DATA_DIR_UNUSABLE'
   | 'IDENTITY_CORRUPT'
   | 'PORT_IN_USE'
-  | 'STATUS_UNREACHABLE';
+  | 'STATUS_UNREACHABLE'
+  | 'LEARNER_CRASHED';
 
 const USAGE_CODES: ReadonlySet<NodeErrorCode> = new Set(['BAD_CONFIG', 'BAD_ADDRESS']);
 

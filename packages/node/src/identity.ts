@@ -3,7 +3,7 @@
  * the libp2p protobuf encoding of the private key, readable by its owner only (mode 0600).
  */
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
+import { chmod, mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys';
 import type { PrivateKey } from '@libp2p/interface';
@@ -76,6 +76,21 @@ export async function loadIdentity(dataDir: string): Promise<Identity | null> {
   if (((await stat(file)).mode & 0o077) !== 0) await chmod(file, 0o600);
   return { privateKey, peerId: peerIdFromPrivateKey(privateKey).toString(), file, created: false };
 }
+
+/**
+ * Deletes what a process killed during a write leaves in `dataDir` — an identity key's temp file, the
+ * writability probe — and returns their names. Run at start, whatever pid wrote them: in a container
+ * the node is always pid 1. The identity itself is written by rename, so it is whole or absent.
+ */
+export async function removeLeftovers(dataDir: string): Promise<string[]> {
+  const names = await readdir(dataDir);
+  const leftovers = names.filter((name) => LEFTOVER.test(name));
+  await Promise.all(leftovers.map((name) => rm(join(dataDir, name), { force: true })));
+  return leftovers;
+}
+
+/** Temp files of an identity write and the writability probe (see loadOrCreateIdentity, ensureDataDir). */
+const LEFTOVER = /^(identity\.key\.[0-9a-f]+\.tmp|\.write-test-\d+)$/;
 
 /** Creates `dataDir` (mode 0700) when missing and checks that the node can write into it. */
 export async function ensureDataDir(dataDir: string): Promise<void> {

@@ -1,31 +1,36 @@
 /**
- * A running swarm-node: identity, host, gossip transport, and either the round loop (a training
- * node) or a relay (a bootstrap node), with its status for the HTTP surface and a clean stop.
+ * A running swarm-node: identity, host, gossip transport, and either the round loop over a learner
+ * worker (a training node) or a relay (a bootstrap node), with its status for the HTTP surface, the
+ * one checkpoint writer, and a clean stop. The main thread owns the network; the model samples and
+ * trains in the learner's worker thread (@swarm-node/sapo's startLearnerWorker).
  *
- *   const node = await startNode({ dataDir: '/var/lib/swarm-node', bootstrap: [seed] });
+ *   const node = await SwarmNode.start({ dataDir: '/var/lib/swarm-node', bootstrap: [seed] });
  *   node.on('round', (metrics) => console.log(metrics.reward));
  *   await node.run();        // until node.stop() (SIGINT/SIGTERM in the CLI) or `rounds`
+ *
+ * Debug logs: DEBUG=swarm-node:* (libp2p's logger convention; DEBUG=libp2p:* for libp2p's own).
  */
 import { EventEmitter } from 'node:events';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { logger } from '@libp2p/logger';
 import { hashToSeed, LIMITS, Relay, RoundLoop, type RoundMetrics } from '@swarm-node/roles';
 import {
   type BackendInfo,
-  ByteTokenizer,
   EMBEDDED_MODEL_PATH,
+  type Learner,
+  LearnerCrashedError,
+  type LearnerMemory,
   latestCheckpoint,
-  learnerCheckpoint,
-  loadCheckpoint,
-  restoreLearner,
-  type SapoLearner,
-  saveCheckpoint,
-  selectBackend,
+  parseBackendName,
+  removeUnfinishedSaves,
+  type StepStats,
+  startLearnerWorker,
 } from '@swarm-node/sapo';
 import { NodeError } from './errors.js';
 import { GossipTransport } from './gossip-transport.js';
 import { createHost, type Host } from './host.js';
-import { ensureDataDir, loadOrCreateIdentity } from './identity.js';
+import { ensureDataDir, type Identity, loadOrCreateIdentity, removeLeftovers } from './identity.js';
 import { type StatusServer, startStatusServer } from './status-server.js';
 import { swarmIdProblem, TOPICS, topicName } from './wire/index.js';
 
@@ -54,6 +59,14 @@ export interface NodeOptions {
   /** G: completions per task. Default 8. */
   groupSize?: number;
   learningRate?: number;
+  /** μ: optimisation passes per batch. Default 1 (the ratio is then 1: REINFORCE with group-normalised advantages). */
+  passes?: number;
+  /** β: weight of KL(π_θ ‖ π_ref) against the starting policy. Default 0. */
+  beta?: number;
+  /** Every this many rounds, the pass rate on held-out tasks at `heldOutDifficulty`; 0 never. Default 25. */
+  heldOutEvery?: number;
+  /** Default 1. */
+  heldOutDifficulty?: number;
   /** Rounds to run, then stop; 0 runs until stopped. Default 0. */
   rounds?: number;
   /** Save a checkpoint every this many rounds (and always on stop). Default 10. */
@@ -62,7 +75,7 @@ export interface NodeOptions {
   keepCheckpoints?: number;
   /** Backend name for the learner (see @swarm-node/sapo). Default 'auto'. */
   backend?: string;
-  /** Seeds the round loop's draws; default derived from the peer id. */
+  /** Seeds the round loop's draws and the learner's draw of peers' groups; default derived from the peer id. */
   seed?: number;
   /** Status/metrics HTTP address. Default 127.0.0.1, port 0 (any free port, written to the data dir); null turns it off. */
   statusHost?: string;
@@ -90,6 +103,16 @@ export interface NodeStatus {
   reward: { last10: number | null; run: number | null };
   externalGroupsUsed: number;
   rollouts: RolloutTotals;
+  /** The last SAPO step's statistics and the last held-out pass rate, when there were some. */
+  learner: {
+    seed: number;
+    passes: number;
+    beta: number;
+    stats: StepStats | null;
+    heldOut: RoundMetrics['heldOut'];
+  } | null;
+  /** This process (bytes) and the learner worker's tensors and wasm heap. */
+  memory: { rss: number; heapUsed: number; external: number; learner: LearnerMemory | null };
   backend: BackendInfo | null;
   checkpoint: string | null;
   startedAt: string;
@@ -98,23 +121,312 @@ export interface NodeStatus {
 export const STATUS_ADDRESS_FILE = 'status.address';
 export const CHECKPOINT_DIR = 'checkpoints';
 
-export interface SwarmNode extends EventEmitter<{ round: [RoundMetrics]; checkpoint: [string] }> {
-  readonly peerId: string;
-  readonly host: Host;
-  readonly statusUrl: string | null;
-  readonly startRound: number;
-  status(): NodeStatus;
-  /** Runs rounds until `rounds` are done or stop() is called; resolves when the loop has ended. */
-  run(): Promise<void>;
-  /** Stops after the current step, saves a checkpoint, closes the network. Idempotent. */
-  stop(): Promise<void>;
-}
-
 const ROLES: readonly Role[] = ['proposer', 'solver', 'evaluator'];
 
-export async function startNode(options: NodeOptions): Promise<SwarmNode> {
-  const mode = options.mode ?? 'peer';
-  const swarmId = options.swarmId ?? 'main';
+const log = logger('swarm-node:node');
+
+/** Per-run figures a node reports: rewards, groups learned from, verdicts on peers' messages. */
+class NodeStats {
+  readonly #recent: number[] = [];
+  #rewardSum = 0;
+  #rewardRounds = 0;
+  externalGroupsUsed = 0;
+  rolloutsSent = 0;
+  readonly tasks: Record<string, number> = {};
+  last: RoundMetrics | null = null;
+  heldOut: RoundMetrics['heldOut'] = null;
+
+  record(metrics: RoundMetrics): void {
+    this.last = metrics;
+    if (metrics.reward !== null) {
+      this.#recent.push(metrics.reward);
+      if (this.#recent.length > 10) this.#recent.shift();
+      this.#rewardSum += metrics.reward;
+      this.#rewardRounds++;
+    }
+    this.heldOut = metrics.heldOut ?? this.heldOut;
+    this.externalGroupsUsed += metrics.groups.externalUsed;
+    this.rolloutsSent += metrics.groups.local;
+    for (const [key, n] of Object.entries(metrics.received.tasks)) this.tasks[key] = (this.tasks[key] ?? 0) + n;
+  }
+
+  reward(): NodeStatus['reward'] {
+    return {
+      last10: this.#recent.length === 0 ? null : mean(this.#recent),
+      run: this.#rewardRounds === 0 ? null : this.#rewardSum / this.#rewardRounds,
+    };
+  }
+}
+
+export class SwarmNode extends EventEmitter<{ round: [RoundMetrics]; checkpoint: [string] }> {
+  readonly peerId: string;
+  readonly host: Host;
+  readonly startRound: number;
+  readonly #options: NodeOptions;
+  readonly #mode: 'peer' | 'bootstrap';
+  readonly #swarmId: string;
+  readonly #transport: GossipTransport;
+  readonly #learner: Learner | null;
+  readonly #loop: RoundLoop | null;
+  readonly #relay: Relay | null;
+  readonly #seed: number;
+  readonly #stats = new NodeStats();
+  readonly #startedAt = new Date().toISOString();
+  #server: StatusServer | null = null;
+  #checkpoint: string | null;
+  #learnerMemory: LearnerMemory | null = null;
+  #stopping = false;
+  #running: Promise<void> | null = null;
+  #stopped: Promise<void> | null = null;
+  #wake: () => void = () => {};
+
+  /** Checks the options, loads identity and model, starts the network and the status server. */
+  static async start(options: NodeOptions): Promise<SwarmNode> {
+    const mode = options.mode ?? 'peer';
+    const swarmId = options.swarmId ?? 'main';
+    const roles = checkOptions(options, swarmId);
+    await ensureDataDir(options.dataDir);
+    const checkpointDir = join(options.dataDir, CHECKPOINT_DIR);
+    // Whatever a killed process left half-written: this node is now the only writer here.
+    const leftovers = [...(await removeLeftovers(options.dataDir)), ...(await removeUnfinishedSaves(checkpointDir))];
+    if (leftovers.length > 0) log('removed unfinished writes %o', leftovers);
+    const identity = await loadOrCreateIdentity(options.dataDir);
+    const psk = options.pskFile === undefined ? undefined : await readPsk(options.pskFile);
+    const training = mode === 'peer' && roles.includes('solver');
+    const seed = options.seed ?? hashToSeed('swarm-node/seed', identity.peerId);
+
+    let learner: Learner | null = null;
+    let checkpoint: string | null = null;
+    if (training) {
+      checkpoint = await latestCheckpoint(checkpointDir);
+      // A damaged latest checkpoint stops the node (CheckpointError); it is never replaced by the base model.
+      learner = await startLearnerWorker({
+        model: checkpoint ?? EMBEDDED_MODEL_PATH,
+        backend: parseBackendName(options.backend ?? 'auto'),
+        sapo: {
+          localGroups: options.localGroups ?? 6,
+          externalGroups: options.externalGroups ?? 2,
+          // Each node draws peers' groups with its own seed, not all the same indices at the same step.
+          seed: hashToSeed('swarm-node/sapo', seed),
+          ...(options.learningRate === undefined ? {} : { learningRate: options.learningRate }),
+          ...(options.passes === undefined ? {} : { passes: options.passes }),
+          ...(options.beta === undefined ? {} : { beta: options.beta }),
+        },
+      });
+    }
+    let host: Host | undefined;
+    try {
+      let transport: GossipTransport | undefined;
+      host = await createHost({
+        privateKey: identity.privateKey,
+        swarmId,
+        role: mode,
+        ...(options.listen === undefined ? {} : { listen: options.listen }),
+        ...(options.announce === undefined ? {} : { announce: options.announce }),
+        bootstrap: options.bootstrap ?? [],
+        mdns: options.mdns ?? true,
+        ...(psk === undefined ? {} : { psk }),
+        ...(options.minPeers === undefined ? {} : { minPeers: options.minPeers }),
+        ...(options.maxConnections === undefined ? {} : { maxConnections: options.maxConnections }),
+        scoredTopics: TOPICS.map((topic) => topicName(swarmId, topic)),
+        topicLabels: Object.fromEntries(TOPICS.map((topic) => [topicName(swarmId, topic), topic])),
+        appSpecificScore: (peer) => transport?.applicationScore(peer) ?? 0,
+      });
+      transport = new GossipTransport({ host, swarmId });
+      const node = new SwarmNode(options, { identity, host, transport, learner, checkpoint, seed, roles });
+      await node.#serveStatus();
+      return node;
+    } catch (error) {
+      await host?.stop();
+      await learner?.close();
+      throw error;
+    }
+  }
+
+  private constructor(
+    options: NodeOptions,
+    parts: {
+      identity: Identity;
+      host: Host;
+      transport: GossipTransport;
+      learner: Learner | null;
+      checkpoint: string | null;
+      seed: number;
+      roles: Role[];
+    },
+  ) {
+    super();
+    this.#options = options;
+    this.#mode = options.mode ?? 'peer';
+    this.#swarmId = options.swarmId ?? 'main';
+    this.peerId = parts.identity.peerId;
+    this.host = parts.host;
+    this.#transport = parts.transport;
+    this.#learner = parts.learner;
+    this.#checkpoint = parts.checkpoint;
+    this.#seed = parts.seed;
+    const savedRound = Number(parts.learner?.info.metadata.round);
+    this.startRound = parts.checkpoint !== null && Number.isSafeInteger(savedRound) ? savedRound + 1 : 0;
+    this.#loop =
+      parts.learner === null
+        ? null
+        : new RoundLoop({
+            transport: this.#transport,
+            learner: parts.learner,
+            groupSize: options.groupSize ?? 8,
+            propose: parts.roles.includes('proposer'),
+            heldOut: { every: options.heldOutEvery ?? 25, difficulty: options.heldOutDifficulty ?? 1 },
+            seed: parts.seed,
+            startRound: this.startRound,
+          });
+    this.#relay = this.#loop === null ? new Relay(this.#transport) : null;
+  }
+
+  get statusUrl(): string | null {
+    return this.#server?.url ?? null;
+  }
+
+  status(): NodeStatus {
+    const { host } = this;
+    const received: Record<string, Record<string, number>> = {};
+    for (const topic of TOPICS) received[topic] = { ...this.#transport.counts[topic] };
+    // The transport counts what failed before the roles saw it; the roles count their reasons.
+    const rolesRollouts = this.#loop?.evaluator.counts ?? this.#relay?.evaluator.counts ?? {};
+    received.rollouts = mergeReasons(received.rollouts ?? {}, rolesRollouts);
+    received.tasks = mergeReasons(received.tasks ?? {}, this.#relay?.taskCounts ?? this.#stats.tasks);
+    const memory = process.memoryUsage();
+    const learner = this.#learner;
+    return {
+      peerId: this.peerId,
+      mode: this.#mode,
+      swarmId: this.#swarmId,
+      addresses: host.addresses(),
+      peers: host.libp2p.getConnections().map((c) => ({
+        id: c.remotePeer.toString(),
+        address: c.remoteAddr.toString(),
+        score: host.pubsub.getScore(c.remotePeer.toString()),
+      })),
+      mesh: Object.fromEntries(
+        TOPICS.map((topic) => [topic, host.pubsub.getMeshPeers(topicName(this.#swarmId, topic)).length]),
+      ),
+      round: this.#stats.last?.round ?? null,
+      policyVersion: learner?.steps ?? null,
+      reward: this.#stats.reward(),
+      externalGroupsUsed: this.#stats.externalGroupsUsed,
+      rollouts: { sent: this.#stats.rolloutsSent, received },
+      learner:
+        learner === null
+          ? null
+          : {
+              seed: learner.info.options.seed,
+              passes: learner.info.options.passes,
+              beta: learner.info.options.beta,
+              stats: this.#stats.last?.learner.stats ?? null,
+              heldOut: this.#stats.heldOut,
+            },
+      memory: {
+        rss: memory.rss,
+        heapUsed: memory.heapUsed,
+        external: memory.external,
+        learner: this.#learnerMemory,
+      },
+      backend: learner?.info.backend ?? null,
+      checkpoint: this.#checkpoint,
+      startedAt: this.#startedAt,
+    };
+  }
+
+  /** Runs rounds until `rounds` are done or stop() is called; resolves when the loop has ended. */
+  run(): Promise<void> {
+    this.#running ??= this.#run();
+    return this.#running;
+  }
+
+  /** Stops after the current step, saves a checkpoint, closes the network. Idempotent. */
+  stop(): Promise<void> {
+    this.#stopped ??= (async () => {
+      this.#stopping = true;
+      this.#wake();
+      // The round in progress finishes (a step is not interruptible); then the state is saved.
+      await this.#running?.catch(() => {});
+      try {
+        if (this.#stats.last !== null) await this.#save(this.#stats.last.round);
+      } catch (error) {
+        if (!(error instanceof LearnerCrashedError)) throw error;
+        log.error('not saved: %s', error.message);
+      } finally {
+        await this.#server?.close();
+        await this.#transport.close();
+        await this.host.stop();
+        await this.#learner?.close();
+      }
+    })();
+    return this.#stopped;
+  }
+
+  async #run(): Promise<void> {
+    const loop = this.#loop;
+    if (loop === null) {
+      // A relay has no rounds: it serves until stopped.
+      await new Promise<void>((resolve) => {
+        this.#wake = resolve;
+        if (this.#stopping) resolve();
+      });
+      return;
+    }
+    const rounds = this.#options.rounds ?? 0;
+    const every = this.#options.checkpointEvery ?? 10;
+    try {
+      while (!this.#stopping && (rounds === 0 || loop.round < this.startRound + rounds)) {
+        const metrics = await loop.runRound();
+        this.#stats.record(metrics);
+        this.#learnerMemory = await loop.learner.memory();
+        if ((metrics.round + 1) % every === 0) await this.#save(metrics.round);
+        this.emit('round', metrics);
+        // Let the network breathe between rounds (the learner's thread is another one).
+        await new Promise((resolve) => setTimeout(resolve, this.#options.roundDelayMs ?? 0));
+      }
+    } catch (error) {
+      if (!(error instanceof LearnerCrashedError)) throw error;
+      throw new NodeError(
+        'LEARNER_CRASHED',
+        `${error.message}. ${this.#checkpoint === null ? 'No checkpoint was saved yet' : `The newest checkpoint, ${this.#checkpoint}, is kept`}: start the node again to resume from it.`,
+        { cause: error },
+      );
+    }
+  }
+
+  /** The node's one checkpoint writer: every `checkpointEvery` rounds and on stop. */
+  async #save(round: number): Promise<void> {
+    if (this.#learner === null) return;
+    const file = await this.#learner.save(
+      join(this.#options.dataDir, CHECKPOINT_DIR),
+      { node: this.peerId, round: String(round) },
+      this.#options.keepCheckpoints ?? 3,
+    );
+    if (file === this.#checkpoint) return;
+    this.#checkpoint = file;
+    log('saved %s', file);
+    this.emit('checkpoint', file);
+  }
+
+  async #serveStatus(): Promise<void> {
+    if (this.#options.statusPort === null) return;
+    this.#server = await startStatusServer({
+      host: this.#options.statusHost ?? '127.0.0.1',
+      port: this.#options.statusPort ?? 0,
+      status: () => this.status(),
+      registry: this.host.registry,
+      addressFile: join(this.#options.dataDir, STATUS_ADDRESS_FILE),
+    });
+  }
+}
+
+/** SwarmNode.start, for callers that want a function. */
+export const startNode = (options: NodeOptions): Promise<SwarmNode> => SwarmNode.start(options);
+
+/** The roles a node plays, after checking every option that can be checked before loading anything. */
+function checkOptions(options: NodeOptions, swarmId: string): Role[] {
   const swarmProblem = swarmIdProblem(swarmId);
   if (swarmProblem !== null) throw new NodeError('BAD_CONFIG', `swarm id ${JSON.stringify(swarmId)}: ${swarmProblem}`);
   const roles = options.roles ?? [...ROLES];
@@ -142,226 +454,7 @@ export async function startNode(options: NodeOptions): Promise<SwarmNode> {
     LIMITS.tasksPerRound,
     'a proposer publishes at most that many tasks a round',
   );
-  await ensureDataDir(options.dataDir);
-  const identity = await loadOrCreateIdentity(options.dataDir);
-  const psk = options.pskFile === undefined ? undefined : await readPsk(options.pskFile);
-  const training = mode === 'peer' && roles.includes('solver');
-
-  const backend = training ? await selectBackend({ backend: (options.backend ?? 'auto') as 'auto' }) : null;
-  const checkpointDir = join(options.dataDir, CHECKPOINT_DIR);
-  let learner: SapoLearner | null = null;
-  let startRound = 0;
-  let checkpointFile: string | null = null;
-  if (training) {
-    const sapo = {
-      localGroups: options.localGroups ?? 6,
-      externalGroups: options.externalGroups ?? 2,
-      ...(options.learningRate === undefined ? {} : { learningRate: options.learningRate }),
-    };
-    checkpointFile = await latestCheckpoint(checkpointDir);
-    // A damaged latest checkpoint stops the node (CheckpointError); it is never replaced by the base model.
-    learner = await restoreLearner(checkpointFile ?? EMBEDDED_MODEL_PATH, new ByteTokenizer(), sapo);
-    if (checkpointFile !== null) {
-      const saved = await loadCheckpoint(checkpointFile);
-      for (const tensor of [...saved.weights.values(), ...saved.optimizer.values()]) tensor.dispose();
-      const round = Number(saved.metadata?.round);
-      startRound = Number.isSafeInteger(round) && round >= 0 ? round + 1 : 0;
-    }
-  }
-
-  let transport: GossipTransport | undefined;
-  let host: Host;
-  try {
-    host = await createHost({
-      privateKey: identity.privateKey,
-      swarmId,
-      role: mode,
-      ...(options.listen === undefined ? {} : { listen: options.listen }),
-      ...(options.announce === undefined ? {} : { announce: options.announce }),
-      bootstrap: options.bootstrap ?? [],
-      mdns: options.mdns ?? true,
-      ...(psk === undefined ? {} : { psk }),
-      ...(options.minPeers === undefined ? {} : { minPeers: options.minPeers }),
-      ...(options.maxConnections === undefined ? {} : { maxConnections: options.maxConnections }),
-      scoredTopics: TOPICS.map((topic) => topicName(swarmId, topic)),
-      topicLabels: Object.fromEntries(TOPICS.map((topic) => [topicName(swarmId, topic), topic])),
-      appSpecificScore: (peer) => transport?.applicationScore(peer) ?? 0,
-    });
-  } catch (error) {
-    learner?.policy.dispose();
-    learner?.dispose();
-    throw error;
-  }
-  const releaseAll = async () => {
-    await server?.close();
-    await transport?.close();
-    await host.stop();
-    learner?.policy.dispose();
-    learner?.dispose();
-  };
-  let server: StatusServer | null = null;
-  let loop: RoundLoop | null = null;
-  let relay: Relay | null = null;
-  try {
-    transport = new GossipTransport({ host, swarmId });
-    loop =
-      learner === null
-        ? null
-        : new RoundLoop({
-            transport,
-            learner,
-            groupSize: options.groupSize ?? 8,
-            propose: roles.includes('proposer'),
-            checkpoint: {
-              dir: checkpointDir,
-              every: options.checkpointEvery ?? 10,
-              keep: options.keepCheckpoints ?? 3,
-            },
-            seed: options.seed ?? hashToSeed('swarm-node/seed', identity.peerId),
-            startRound,
-          });
-    relay = loop === null ? new Relay(transport) : null;
-  } catch (error) {
-    await releaseAll();
-    throw error;
-  }
-
-  const emitter = new EventEmitter<{ round: [RoundMetrics]; checkpoint: [string] }>();
-  // The last 10 rounds' rewards, and a running sum over the run: a node runs for weeks.
-  const recent: number[] = [];
-  let rewardSum = 0;
-  let rewardRounds = 0;
-  let externalGroupsUsed = 0;
-  let lastMetrics: RoundMetrics | null = null;
-  let stopping = false;
-  let running: Promise<void> | null = null;
-  let stopped: Promise<void> | null = null;
-  const startedAt = new Date().toISOString();
-
-  const status = (): NodeStatus => {
-    const connections = host.libp2p.getConnections();
-    const received: Record<string, Record<string, number>> = {};
-    for (const topic of TOPICS) received[topic] = { ...transport.counts[topic] };
-    // The transport counts what failed before the roles saw it; the roles count their reasons.
-    const rolesRollouts = loop?.evaluator.counts ?? relay?.evaluator.counts ?? {};
-    received.rollouts = mergeReasons(received.rollouts ?? {}, rolesRollouts);
-    received.tasks = mergeReasons(received.tasks ?? {}, relay?.taskCounts ?? taskTotals);
-    return {
-      peerId: identity.peerId,
-      mode,
-      swarmId,
-      addresses: host.addresses(),
-      peers: connections.map((c) => ({
-        id: c.remotePeer.toString(),
-        address: c.remoteAddr.toString(),
-        score: host.pubsub.getScore(c.remotePeer.toString()),
-      })),
-      mesh: Object.fromEntries(
-        TOPICS.map((topic) => [topic, host.pubsub.getMeshPeers(topicName(swarmId, topic)).length]),
-      ),
-      round: lastMetrics?.round ?? null,
-      policyVersion: learner?.steps ?? null,
-      reward: {
-        last10: recent.length === 0 ? null : mean(recent),
-        run: rewardRounds === 0 ? null : rewardSum / rewardRounds,
-      },
-      externalGroupsUsed,
-      rollouts: { sent: sentRollouts, received },
-      backend,
-      checkpoint: checkpointFile,
-      startedAt,
-    };
-  };
-  const taskTotals: Record<string, number> = {};
-  let sentRollouts = 0;
-
-  if (options.statusPort !== null) {
-    try {
-      server = await startStatusServer({
-        host: options.statusHost ?? '127.0.0.1',
-        port: options.statusPort ?? 0,
-        status,
-        registry: host.registry,
-        addressFile: join(options.dataDir, STATUS_ADDRESS_FILE),
-      });
-    } catch (error) {
-      await releaseAll();
-      throw error;
-    }
-  }
-
-  const saveNow = async (round: number) => {
-    if (learner === null || loop === null) return;
-    const state = await learnerCheckpoint(learner, { node: identity.peerId, round: String(round) });
-    try {
-      checkpointFile = await saveCheckpoint(checkpointDir, state, { keep: options.keepCheckpoints ?? 3 });
-      emitter.emit('checkpoint', checkpointFile);
-    } finally {
-      state.release();
-    }
-  };
-
-  const run = async () => {
-    if (loop === null) {
-      // A relay has no rounds: it serves until stopped.
-      await new Promise<void>((resolve) => {
-        const check = setInterval(() => {
-          if (stopping) {
-            clearInterval(check);
-            resolve();
-          }
-        }, 100);
-      });
-      return;
-    }
-    const rounds = options.rounds ?? 0;
-    while (!stopping && (rounds === 0 || loop.round < startRound + rounds)) {
-      const metrics = await loop.runRound();
-      lastMetrics = metrics;
-      if (metrics.reward !== null) {
-        recent.push(metrics.reward);
-        if (recent.length > 10) recent.shift();
-        rewardSum += metrics.reward;
-        rewardRounds++;
-      }
-      externalGroupsUsed += metrics.groups.externalUsed;
-      sentRollouts += metrics.groups.local;
-      for (const [key, n] of Object.entries(metrics.received.tasks)) taskTotals[key] = (taskTotals[key] ?? 0) + n;
-      if (metrics.checkpoint !== null) {
-        checkpointFile = metrics.checkpoint;
-        emitter.emit('checkpoint', metrics.checkpoint);
-      }
-      emitter.emit('round', metrics);
-      // Let the network breathe between rounds: validators, pings and gossip run here.
-      await new Promise((resolve) => setTimeout(resolve, options.roundDelayMs ?? 0));
-    }
-  };
-
-  const node = Object.assign(emitter, {
-    peerId: identity.peerId,
-    host,
-    statusUrl: server?.url ?? null,
-    startRound,
-    status,
-    run() {
-      running ??= run();
-      return running;
-    },
-    stop() {
-      stopped ??= (async () => {
-        stopping = true;
-        // The round in progress finishes (a step is not interruptible); then the state is saved.
-        await running?.catch(() => {});
-        try {
-          if (lastMetrics !== null) await saveNow(lastMetrics.round);
-        } finally {
-          await releaseAll();
-        }
-      })();
-      return stopped;
-    },
-  });
-  return node as SwarmNode;
+  return roles;
 }
 
 async function readPsk(file: string): Promise<Uint8Array> {

@@ -6,8 +6,16 @@ import { join } from 'node:path';
 import { LIMITS, type RoundMetrics } from '@swarm-node/roles';
 import { BACKEND_NAMES, describeBackend } from '@swarm-node/sapo';
 import { Command } from 'commander';
-import { addNetworkOptions, DEFAULT_DATA_DIR, integer, positiveNumber, resolveSettings, setting } from '../config.js';
-import { type NodeOptions, type Role, type SwarmNode, startNode } from '../swarm-node.js';
+import {
+  addNetworkOptions,
+  DEFAULT_DATA_DIR,
+  integer,
+  nonNegativeNumber,
+  positiveNumber,
+  resolveSettings,
+  setting,
+} from '../config.js';
+import { type NodeOptions, type Role, SwarmNode } from '../swarm-node.js';
 
 interface NetworkSettings {
   dataDir: string;
@@ -31,6 +39,10 @@ interface StartSettings extends NetworkSettings {
   externalGroups: number;
   groupSize: number;
   learningRate?: number;
+  passes: number;
+  beta: number;
+  heldOutEvery: number;
+  heldOutDifficulty: number;
   rounds: number;
   backend: string;
   checkpointEvery: number;
@@ -67,6 +79,26 @@ export function startCommand(): Command {
       setting('--learning-rate <lr>', 'Adam learning rate (default 1e-4)').argParser(positiveNumber('--learning-rate')),
     )
     .addOption(
+      setting('--passes <n>', 'μ: optimisation passes per batch; 1 makes the ratio 1 (REINFORCE), clipping acts from 2')
+        .default(1)
+        .argParser(integer('--passes', 1, 16)),
+    )
+    .addOption(
+      setting('--beta <b>', 'β: weight of the KL penalty against the starting model; 0 keeps no reference')
+        .default(0)
+        .argParser(nonNegativeNumber('--beta')),
+    )
+    .addOption(
+      setting('--held-out-every <n>', 'every n rounds, the pass rate on fixed held-out tasks; 0 never')
+        .default(25)
+        .argParser(integer('--held-out-every', 0)),
+    )
+    .addOption(
+      setting('--held-out-difficulty <d>', 'the difficulty of the held-out tasks')
+        .default(1)
+        .argParser(integer('--held-out-difficulty', 1, 10)),
+    )
+    .addOption(
       setting('--rounds <n>', 'stop after this many rounds; 0 runs until stopped')
         .default(0)
         .argParser(integer('--rounds', 0)),
@@ -100,6 +132,10 @@ export function startCommand(): Command {
           externalGroups: settings.externalGroups,
           groupSize: settings.groupSize,
           rounds: settings.rounds,
+          passes: settings.passes,
+          beta: settings.beta,
+          heldOutEvery: settings.heldOutEvery,
+          heldOutDifficulty: settings.heldOutDifficulty,
           backend: settings.backend,
           checkpointEvery: settings.checkpointEvery,
           keepCheckpoints: settings.keepCheckpoints,
@@ -144,7 +180,7 @@ function networkNodeOptions(settings: NetworkSettings): NodeOptions {
 /** Starts the node, logs, and stops it cleanly on the first SIGINT/SIGTERM (the second one exits at once). */
 async function runUntilSignalled(options: NodeOptions, json: boolean): Promise<void> {
   const log = json ? jsonLogger() : humanLogger();
-  const node = await startNode(options);
+  const node = await SwarmNode.start(options);
   log.started(node, options);
   node.on('round', (metrics) => log.round(metrics, node));
   node.on('checkpoint', (file) => log.event('checkpoint', { file }));
@@ -227,19 +263,29 @@ function humanLogger(): Logger {
       console.log(lines.join('\n'));
     },
     round(metrics, node) {
-      const { groups, received } = metrics;
+      const { groups, received, learner } = metrics;
       const accepted = received.rollouts.accept ?? 0;
       const rejected = Object.entries(received.rollouts)
         .filter(([key]) => key.startsWith('reject'))
         .reduce((sum, [, n]) => sum + n, 0);
       const zero = groups.zeroSignal.local + groups.zeroSignal.external;
+      const stats = learner.stats;
       console.log(
-        `round ${metrics.round}  reward ${fixed(metrics.reward)} (last 10: ${fixed(node.status().reward.last10)})  ` +
-          `step ${metrics.policyVersion}${metrics.learner.updated ? '' : ' (no update)'}  ` +
+        `round ${metrics.round}  reward ${fixed(metrics.reward)} at difficulty ${metrics.difficulty === null ? '-' : metrics.difficulty.toFixed(1)} ` +
+          `(last 10: ${fixed(node.status().reward.last10)})  ` +
+          `step ${metrics.policyVersion}${learner.updated ? '' : ' (no update)'}  ` +
           `groups ${groups.localUsed} own + ${groups.externalUsed} peers' (${zero} zero-signal dropped)  ` +
+          (stats === null
+            ? ''
+            : `clip ${stats.clipFraction.toFixed(2)} kl ${stats.approxKl.toFixed(4)} entropy ${stats.entropy.toFixed(2)} length ${stats.meanCompletionTokens.toFixed(1)}  `) +
           `peers ${node.host.libp2p.getPeers().length}  rollouts in ${accepted} ok / ${rejected} rejected  ` +
           `${(metrics.seconds.solve + metrics.seconds.learn).toFixed(1)} s`,
       );
+      if (metrics.heldOut !== null) {
+        console.log(
+          `  held-out pass rate ${fixed(metrics.heldOut.passRate)} at difficulty ${metrics.heldOut.difficulty} (the same tasks each time: a rise means the model learned)`,
+        );
+      }
     },
     event(name, fields) {
       const text = Object.entries(fields)
