@@ -11,7 +11,7 @@
  *   const file = await learner.save(dir, { round: '12' });
  *   await learner.close();
  */
-import { Worker } from 'node:worker_threads';
+import { type ResourceLimits, Worker } from 'node:worker_threads';
 import * as tf from '@tensorflow/tfjs-core';
 import { type BackendInfo, type BackendName, selectBackend } from './backend.js';
 import { saveCheckpoint } from './checkpoint.js';
@@ -140,10 +140,17 @@ class InThreadLearner implements Learner {
  * A learner in its own `worker_threads` worker: every call is a message, so the caller's event loop
  * stays free while the model samples or trains. Errors inside a call reject that call with the same
  * typed error. If the worker dies (an uncaught error, out of memory), every pending and later call
- * rejects with LearnerCrashedError; nothing hangs.
+ * rejects with LearnerCrashedError; nothing hangs. `resourceLimits` bounds the worker's JavaScript
+ * heap (not the wasm heap or a GPU's memory).
  */
-export async function startLearnerWorker(spec: LearnerSpec): Promise<Learner> {
-  const worker = new Worker(new URL('./learner-worker.js', import.meta.url), { workerData: spec });
+export async function startLearnerWorker(
+  spec: LearnerSpec,
+  options: { resourceLimits?: ResourceLimits } = {},
+): Promise<Learner> {
+  const worker = new Worker(new URL('./learner-worker.js', import.meta.url), {
+    workerData: spec,
+    ...(options.resourceLimits === undefined ? {} : { resourceLimits: options.resourceLimits }),
+  });
   const pending = new Map<number, { resolve: (value: unknown) => void; reject: (error: Error) => void }>();
   let crashed: Error | null = null;
   let steps = 0;

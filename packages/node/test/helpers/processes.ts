@@ -22,8 +22,11 @@ export interface NodeProcess {
   exited: Promise<number | null>;
 }
 
-export function spawnNode(args: string[]): NodeProcess {
-  const child = spawn(process.execPath, [BIN, ...args, '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+export function spawnNode(args: string[], env: Record<string, string> = {}): NodeProcess {
+  const child = spawn(process.execPath, [BIN, ...args, '--json'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ...env },
+  });
   const lines: LogLine[] = [];
   const stderr: string[] = [];
   const waiters = new Set<() => void>();
