@@ -20,6 +20,12 @@ export interface EvaluatorOptions {
    * every spec is known (for tests of the other checks).
    */
   isKnownTask?: (task: ProposedTask) => boolean;
+  /**
+   * For a task not known: whether it predates the first task heard from its proposer (it was
+   * published before this node was listening), counted as `task-before-join` rather than
+   * `unknown-task`. Both are ignored. Default: never.
+   */
+  beforeFirstHeard?: (task: ProposedTask) => boolean;
 }
 
 export interface Checked {
@@ -46,6 +52,7 @@ export class Evaluator {
       maxClockSkewMs: 30_000,
       duplicateMemory: 10_000,
       isKnownTask: () => true,
+      beforeFirstHeard: () => false,
       ...options,
     };
   }
@@ -71,7 +78,10 @@ export class Evaluator {
     if (rollout.time < now - this.#options.maxAgeMs) return { verdict: 'ignore', reason: 'stale' };
     if (rollout.time > now + this.#options.maxClockSkewMs) return { verdict: 'ignore', reason: 'from-the-future' };
     // Not known may mean its task message is still on the way: drop without blame.
-    if (!this.#options.isKnownTask(rollout.task)) return { verdict: 'ignore', reason: 'unknown-task' };
+    if (!this.#options.isKnownTask(rollout.task)) {
+      const reason = this.#options.beforeFirstHeard(rollout.task) ? 'task-before-join' : 'unknown-task';
+      return { verdict: 'ignore', reason };
+    }
     let task: Task;
     try {
       task = generateTask(rollout.task);

@@ -34,6 +34,8 @@ export class KnownTasks {
   readonly #entries = new Map<string, Entry>();
   /** Each proposer's keys, oldest first. */
   readonly #byProposer = new Map<string, string[]>();
+  /** The first round each proposer was heard of in (the oldest proposers forgotten first past the capacity). */
+  readonly #firstRound = new Map<string, number>();
 
   constructor(options: KnownTasksOptions = {}) {
     this.#capacity = options.capacity ?? 65_536;
@@ -59,6 +61,11 @@ export class KnownTasks {
     if (this.#entries.size >= this.#capacity) this.#forgetOldest();
     mine.push(key);
     this.#byProposer.set(spec.proposer, mine);
+    if (!this.#firstRound.has(spec.proposer)) {
+      if (this.#firstRound.size >= this.#capacity)
+        this.#firstRound.delete(this.#firstRound.keys().next().value as string);
+      this.#firstRound.set(spec.proposer, spec.round);
+    }
     this.#entries.set(key, { spec: { ...spec }, added: now });
     return task;
   }
@@ -95,6 +102,15 @@ export class KnownTasks {
       known.difficulty === spec.difficulty &&
       known.generatorVersion === spec.generatorVersion
     );
+  }
+
+  /**
+   * True when a spec we do not know is from before we first heard of its proposer: it was published
+   * before this node joined (or before the two were connected), so not knowing it blames nobody.
+   */
+  beforeFirstHeard(spec: ProposedTask): boolean {
+    const first = this.#firstRound.get(spec.proposer);
+    return first !== undefined && spec.round < first;
   }
 
   #forgetOlderThan(time: number): void {

@@ -23,7 +23,11 @@ export class Relay {
     const maxAgeMs = options.maxAgeMs ?? 600_000;
     const now = options.now ?? Date.now;
     this.tasks = new KnownTasks({ maxAgeMs });
-    this.evaluator = new Evaluator({ maxAgeMs, isKnownTask: (task) => this.tasks.knows(task) });
+    this.evaluator = new Evaluator({
+      maxAgeMs,
+      isKnownTask: (task) => this.tasks.knows(task),
+      beforeFirstHeard: (task) => this.tasks.beforeFirstHeard(task),
+    });
     transport.subscribe('tasks', (message, from) => {
       const { verdict, reason } = this.tasks.offer(message, from, now());
       const key = verdict === 'accept' ? 'accept' : `${verdict}:${reason}`;

@@ -151,7 +151,11 @@ export class RoundLoop {
       families: this.#options.families,
     });
     this.pool = new TaskPool({ maxAgeMs: this.#options.maxAgeMs });
-    this.evaluator = new Evaluator({ maxAgeMs: this.#options.maxAgeMs, isKnownTask: (task) => this.pool.knows(task) });
+    this.evaluator = new Evaluator({
+      maxAgeMs: this.#options.maxAgeMs,
+      isKnownTask: (task) => this.pool.knows(task),
+      beforeFirstHeard: (task) => this.pool.beforeFirstHeard(task),
+    });
     this.#round = this.#options.startRound;
     this.transport.subscribe('tasks', (message, from) => this.#onTask(message, from));
     this.transport.subscribe('rollouts', (message, from) => this.#onRollout(message, from));

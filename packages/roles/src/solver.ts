@@ -79,6 +79,11 @@ export class TaskPool {
     return this.known.knows(spec);
   }
 
+  /** KnownTasks.beforeFirstHeard. */
+  beforeFirstHeard(spec: ProposedTask): boolean {
+    return this.known.beforeFirstHeard(spec);
+  }
+
   /** Up to `count` tasks drawn uniformly, removed from the pool; expired tasks are dropped first. */
   take(count: number, rng: RandomGenerator, now: number): { spec: ProposedTask; task: Task }[] {
     this.#dropExpired(now);
