@@ -105,12 +105,13 @@ export class KnownTasks {
   }
 
   /**
-   * True when a spec we do not know is from before we first heard of its proposer: it was published
-   * before this node joined (or before the two were connected), so not knowing it blames nobody.
+   * True when a spec we do not know is from the round we first heard of its proposer or before: it
+   * was published before this node joined (or while the two were still connecting: a round's tasks
+   * may arrive only in part), so not knowing it blames nobody.
    */
   beforeFirstHeard(spec: ProposedTask): boolean {
     const first = this.#firstRound.get(spec.proposer);
-    return first !== undefined && spec.round < first;
+    return first !== undefined && spec.round <= first;
   }
 
   #forgetOlderThan(time: number): void {

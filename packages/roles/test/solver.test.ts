@@ -100,6 +100,7 @@ describe('a task nobody here heard published', () => {
     const known = new KnownTasks();
     known.add(spec('alice', 10), 0);
     expect(known.beforeFirstHeard(spec('alice', 9))).toBe(true);
+    expect(known.beforeFirstHeard({ ...spec('alice', 10), index: 3 })).toBe(true); // that round arrived in part
     expect(known.beforeFirstHeard(spec('alice', 11))).toBe(false);
     expect(known.beforeFirstHeard(spec('bob', 1))).toBe(false);
   });
