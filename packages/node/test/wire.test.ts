@@ -1,5 +1,5 @@
 import type { RolloutMessage, TaskMessage } from '@swarm-node/roles';
-import { deriveSeed } from '@swarm-node/roles';
+import { deriveSeed, rolloutMessageProblem } from '@swarm-node/roles';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { decodeMessage, encodeMessage, MAX_MESSAGE_BYTES, swarmIdProblem, topicName } from '../src/wire/index.js';
@@ -37,6 +37,68 @@ describe('the wire protocol', () => {
     const tail = [...bytes.subarray(bytes.length - 27)];
     expect([tail[0], tail[9], tail[18]]).toEqual([0x41, 0x41, 0x41]);
     expect(new DataView(Uint8Array.from(tail.slice(19)).buffer).getFloat64(0, true)).toBe(0.5);
+  });
+
+  it('round-trips finished flags (false ones included) and writes them unpacked after the rewards', () => {
+    for (const finished of [
+      [true, false, true],
+      [false, false, false],
+    ]) {
+      const message = { ...rollout, finished };
+      expect(decodeMessage('rollouts', encodeMessage('rollouts', message))).toEqual({ ok: true, message });
+    }
+    // Field 9 unpacked: tag 0x48 (field 9, varint) and one byte per flag, appended to the bytes of
+    // the same rollout without flags, so a decoder from before the field skips it and reads the rest.
+    const without = encodeMessage('rollouts', rollout);
+    const withFlags = encodeMessage('rollouts', { ...rollout, finished: [true, false, true] });
+    expect([...withFlags]).toEqual([...without, 0x48, 0x01, 0x48, 0x00, 0x48, 0x01]);
+  });
+
+  it('decodes a rollout without field 9 (an older producer) as finished unknown, and skips unknown fields', () => {
+    // A rollout as encoded before field 9 existed (the example of docs/PROTOCOL.md section 5).
+    const before = Buffer.from(
+      '080112260a077265766572736510e3b98bbd0e180120012a0f313244334b6f6f574578616d706c6530031a0f313244334b6f6f' +
+        '574578616d706c6520033080d095ffbc313a03696c6c3a0361626341000000000000f03f410000000000000000',
+      'hex',
+    );
+    const decoded = decodeMessage('rollouts', before);
+    expect(decoded).toMatchObject({ ok: true, message: { completions: ['ill', 'abc'], rewards: [1, 0] } });
+    expect(decoded.ok && 'finished' in decoded.message).toBe(false);
+    expect(decoded.ok && rolloutMessageProblem(decoded.message)).toBeNull();
+    // A message without flags encodes no field 9 at all: same bytes as before the field.
+    expect(decodeMessage('rollouts', encodeMessage('rollouts', rollout))).toEqual({ ok: true, message: rollout });
+    expect(decoded.ok && Buffer.from(encodeMessage('rollouts', decoded.message)).equals(before)).toBe(true);
+    // Unknown fields are skipped, as an older decoder skips field 9 (here field 15, varint 1).
+    expect(decodeMessage('rollouts', Uint8Array.from([...before, 0x78, 0x01]))).toEqual(decoded);
+  });
+
+  it('passes on finished flags of the wrong count for the roles to reject as a malformed group', () => {
+    for (const finished of [[true], [true, false, true, false]]) {
+      const bytes = encodeMessage('rollouts', { ...rollout, finished });
+      const decoded = decodeMessage('rollouts', bytes);
+      expect(decoded).toMatchObject({ ok: true, message: { finished } });
+      expect(decoded.ok && rolloutMessageProblem(decoded.message)).toBe('malformed-group');
+    }
+  });
+
+  it('rejects 65 finished flags as undecodable, and a packed field 9 one way or the other', () => {
+    const many = pb.RolloutMessage.encode({
+      ...rollout,
+      protocolVersion: 1,
+      timeMs: 1,
+      finished: new Array(65).fill(true),
+    });
+    expect(decodeMessage('rollouts', many)).toMatchObject({ verdict: 'reject', reason: 'undecodable' });
+    // Packed (tag 0x4a and a length, the proto3 default): undecodable, or read as one flag at most.
+    const bytes = encodeMessage('rollouts', rollout);
+    for (const packed of [
+      [0x4a, 0x03, 0x01, 0x00, 0x01],
+      [0x4a, 0x03, 0x00, 0x00, 0x00],
+    ]) {
+      const decoded = decodeMessage('rollouts', Uint8Array.from([...bytes, ...packed]));
+      if (decoded.ok) expect(rolloutMessageProblem(decoded.message)).toBe('malformed-group');
+      else expect(decoded).toMatchObject({ verdict: 'reject', reason: 'undecodable' });
+    }
   });
 
   it('names topics per swarm and version, and restricts swarm ids', () => {

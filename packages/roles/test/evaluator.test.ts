@@ -33,6 +33,12 @@ describe('the evaluator re-checks every peer rollout', () => {
     expect(checked.task?.prompt).toBe(generateTask(proposed()).prompt);
   });
 
+  it('accepts a rollout with one finished flag per completion, and one without (an older peer)', () => {
+    const evaluator = new Evaluator();
+    expect(evaluator.check(rollout({ finished: [true, false, true, false] }), 'bob', NOW).verdict).toBe('accept');
+    expect(evaluator.check(rollout({}, proposed('sort', 1, 1)), 'bob', NOW).verdict).toBe('accept');
+  });
+
   it('rejects inflated rewards: a lie costs the sender, whatever the claim', () => {
     const evaluator = new Evaluator();
     expect(evaluator.check(rollout({ rewards: [1, 1, 1, 1] }), 'bob', NOW)).toEqual({
@@ -83,6 +89,14 @@ describe('the evaluator re-checks every peer rollout', () => {
       'completion-too-long',
     ],
     ['mismatched lengths', rollout({ rewards: [1, 0] }), 'malformed-group'],
+    ['fewer finished flags than completions', rollout({ finished: [true, false, true] }), 'malformed-group'],
+    [
+      'more finished flags than completions',
+      rollout({ finished: [true, false, true, true, false] }),
+      'malformed-group',
+    ],
+    ['finished flags that are not booleans', { ...rollout(), finished: [true, 0, 1, 'yes'] }, 'malformed-group'],
+    ['finished that is not an array', { ...rollout(), finished: 'true' }, 'malformed-group'],
     ['a producer other than the sender', rollout({ producer: 'mallory' }), 'producer-is-not-sender'],
     ['a difficulty out of range', { ...rollout(), task: { ...proposed(), difficulty: 9 } }, 'invalid-difficulty'],
   ])('rejects %s', (_what, message, reason) => {

@@ -34,6 +34,7 @@ export function encodeMessage<T extends Topic>(topic: T, message: Topics[T]): Ui
     const { task, time } = message as TaskMessage;
     return pb.TaskMessage.encode({ protocolVersion: PROTOCOL_VERSION, task, timeMs: time });
   }
+  // An absent `finished` is written as no field 9 at all, which older decoders never see.
   const { time, ...rollout } = message as RolloutMessage;
   return pb.RolloutMessage.encode({ protocolVersion: PROTOCOL_VERSION, ...rollout, timeMs: time });
 }
@@ -61,5 +62,9 @@ export function decodeMessage(topic: Topic, bytes: Uint8Array): Decoded {
   if (protocolVersion !== PROTOCOL_VERSION)
     return { ok: false, verdict: 'reject', reason: 'protocol-version-mismatch' };
   if (task === undefined) return { ok: false, verdict: 'reject', reason: 'missing-task' };
-  return { ok: true, message: { ...rest, task: { ...task }, time: timeMs } as TaskMessage | RolloutMessage };
+  const message = { ...rest, task: { ...task }, time: timeMs } as TaskMessage | RolloutMessage;
+  // A rollout's `finished` is optional: protons decodes an absent field 9 as [], which means
+  // "unknown" (an older producer), so it is left out rather than passed on as an empty array.
+  if ('finished' in message && message.finished?.length === 0) delete message.finished;
+  return { ok: true, message };
 }

@@ -405,6 +405,7 @@ export interface RolloutMessage {
   timeMs: number
   completions: string[]
   rewards: number[]
+  finished: boolean[]
 }
 
 export namespace RolloutMessage {
@@ -461,6 +462,13 @@ export namespace RolloutMessage {
           }
         }
 
+        if (obj.finished != null && obj.finished.length > 0) {
+          for (const value of obj.finished) {
+            w.uint32(72)
+            w.bool(value)
+          }
+        }
+
         if (opts.lengthDelimited !== false) {
           w.ldelim()
         }
@@ -472,7 +480,8 @@ export namespace RolloutMessage {
           policyVersion: 0,
           timeMs: 0,
           completions: [],
-          rewards: []
+          rewards: [],
+          finished: []
         }
 
         const end = length == null ? reader.len : reader.pos + length
@@ -531,6 +540,18 @@ export namespace RolloutMessage {
               obj.rewards.push(reader.double())
               break
             }
+            case 9: {
+              if (opts.limits?.finished != null && obj.finished.length === opts.limits.finished) {
+                throw new MaxLengthError('Decode error - repeated field "finished" had too many elements')
+              }
+
+              if (obj.finished.length === 64) {
+                throw new MaxLengthError('Decode error - repeated field "finished" had too many elements')
+              }
+
+              obj.finished.push(reader.bool())
+              break
+            }
             default: {
               reader.skipType(tag & 7)
               break
@@ -542,7 +563,8 @@ export namespace RolloutMessage {
       }, function * (reader, length, prefix, opts = {}) {
         const obj = {
           completions: 64,
-          rewards: 64
+          rewards: 64,
+          finished: 64
         }
 
         const end = length == null ? reader.len : reader.pos + length
@@ -631,6 +653,25 @@ export namespace RolloutMessage {
 
               break
             }
+            case 9: {
+              if (opts.limits?.finished != null && obj.finished === opts.limits.finished) {
+                throw new MaxLengthError('Streaming decode error - repeated field "finished" had too many elements')
+              }
+
+              if (obj.finished === 64) {
+                throw new MaxLengthError('Streaming decode error - repeated field "finished" had too many elements')
+              }
+
+              yield {
+                field: `${prefix}.finished[]`,
+                index: obj.finished,
+                value: reader.bool()
+              }
+
+              obj.finished++
+
+              break
+            }
             default: {
               reader.skipType(tag & 7)
               break
@@ -715,6 +756,12 @@ export namespace RolloutMessage {
     value: number
   }
 
+  export interface RolloutMessageFinishedFieldEvent {
+    field: '$.finished[]'
+    index: number
+    value: boolean
+  }
+
   export function encode (obj: Partial<RolloutMessage>): Uint8Array<ArrayBuffer> {
     return encodeMessage(obj, RolloutMessage.codec())
   }
@@ -723,7 +770,7 @@ export namespace RolloutMessage {
     return decodeMessage(buf, RolloutMessage.codec(), opts)
   }
 
-  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<RolloutMessage>): Generator<RolloutMessageProtocolVersionFieldEvent | RolloutMessageTaskFamilyFieldEvent | RolloutMessageTaskSeedFieldEvent | RolloutMessageTaskDifficultyFieldEvent | RolloutMessageTaskGeneratorVersionFieldEvent | RolloutMessageTaskProposerFieldEvent | RolloutMessageTaskRoundFieldEvent | RolloutMessageTaskIndexFieldEvent | RolloutMessageProducerFieldEvent | RolloutMessageRoundFieldEvent | RolloutMessagePolicyVersionFieldEvent | RolloutMessageTimeMsFieldEvent | RolloutMessageCompletionsFieldEvent | RolloutMessageRewardsFieldEvent> {
+  export function stream (buf: Uint8Array | Uint8ArrayList, opts?: DecodeOptions<RolloutMessage>): Generator<RolloutMessageProtocolVersionFieldEvent | RolloutMessageTaskFamilyFieldEvent | RolloutMessageTaskSeedFieldEvent | RolloutMessageTaskDifficultyFieldEvent | RolloutMessageTaskGeneratorVersionFieldEvent | RolloutMessageTaskProposerFieldEvent | RolloutMessageTaskRoundFieldEvent | RolloutMessageTaskIndexFieldEvent | RolloutMessageProducerFieldEvent | RolloutMessageRoundFieldEvent | RolloutMessagePolicyVersionFieldEvent | RolloutMessageTimeMsFieldEvent | RolloutMessageCompletionsFieldEvent | RolloutMessageRewardsFieldEvent | RolloutMessageFinishedFieldEvent> {
     return streamMessage(buf, RolloutMessage.codec(), opts)
   }
 }
