@@ -67,7 +67,9 @@ describe('the wire protocol', () => {
     expect(decoded.ok && rolloutMessageProblem(decoded.message)).toBeNull();
     // A message without flags encodes no field 9 at all: same bytes as before the field.
     expect(decodeMessage('rollouts', encodeMessage('rollouts', rollout))).toEqual({ ok: true, message: rollout });
-    expect(decoded.ok && Buffer.from(encodeMessage('rollouts', decoded.message)).equals(before)).toBe(true);
+    expect(decoded.ok && Buffer.from(encodeMessage('rollouts', decoded.message as RolloutMessage)).equals(before)).toBe(
+      true,
+    );
     // Unknown fields are skipped, as an older decoder skips field 9 (here field 15, varint 1).
     expect(decodeMessage('rollouts', Uint8Array.from([...before, 0x78, 0x01]))).toEqual(decoded);
   });
