@@ -105,13 +105,14 @@ export class KnownTasks {
   }
 
   /**
-   * True when a spec we do not know is from the round we first heard of its proposer or before: it
-   * was published before this node joined (or while the two were still connecting: a round's tasks
-   * may arrive only in part), so not knowing it blames nobody.
+   * True when a spec we do not know may have been published before we could hear it: its proposer
+   * is one we have not heard from yet (its first tasks went out before the two were connected), or
+   * the spec is from a round before the first we heard of it in. That is the join race, which
+   * blames nobody — or an invented task; both are only ignored.
    */
   beforeFirstHeard(spec: ProposedTask): boolean {
     const first = this.#firstRound.get(spec.proposer);
-    return first !== undefined && spec.round <= first;
+    return first === undefined || spec.round < first;
   }
 
   #forgetOlderThan(time: number): void {
