@@ -1,50 +1,44 @@
 /**
- * Writes the golden files that pin every family's output (packages/tasks/test/golden/*.json).
+ * Writes the golden files that pin every family's generator and verifier
+ * (packages/tasks/test/golden/*.json; contents in packages/tasks/test/golden-cases.ts).
  *
  *   npm run golden:update
  *
- * It refuses to rewrite a family whose output changed while its `version` did not: peers would
- * then regenerate different tasks from the same spec. Bump the version in the family's file first.
+ * It refuses to rewrite a family whose pinned output changed while its `version` did not: a
+ * prompt, answer or metadata generated differently, or a pinned completion scored differently.
+ * Peers would then regenerate different tasks, or re-score the same completions differently and
+ * call each other liars, from the same spec. Bump the version in the family's file first. Adding
+ * cases or completions without changing what is already pinned needs no bump.
  */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { FAMILIES, type TaskFamily } from '@swarm-node/tasks';
+// The source, not the build: it pins the code in the tree, built or not.
+import { FAMILIES } from '../packages/tasks/src/index.js';
+import { type Golden, goldenDifferences, goldenOf, goldenText } from '../packages/tasks/test/golden-cases.js';
 
 const GOLDEN_DIR = new URL('../packages/tasks/test/golden/', import.meta.url);
-const SEEDS = [0, 1, 7, 42, 65_535, 4_294_967_295];
-
-interface Golden {
-  family: string;
-  generatorVersion: number;
-  cases: { seed: number; difficulty: number; prompt: string; answer: string; metadata: unknown }[];
-}
-
-function golden(family: TaskFamily): Golden {
-  const cases = [];
-  for (let difficulty = family.difficulty.min; difficulty <= family.difficulty.max; difficulty++) {
-    for (const seed of SEEDS) {
-      const { prompt, answer, metadata } = family.generate(seed, difficulty);
-      cases.push({ seed, difficulty, prompt, answer, metadata });
-    }
-  }
-  return { family: family.name, generatorVersion: family.version, cases };
-}
 
 mkdirSync(GOLDEN_DIR, { recursive: true });
 let refused = 0;
 for (const family of FAMILIES) {
   const file = new URL(`${family.name}.json`, GOLDEN_DIR);
-  const text = `${JSON.stringify(golden(family), null, 2)}\n`;
+  const text = goldenText(goldenOf(family));
   const old = existsSync(file) ? readFileSync(file, 'utf8') : null;
   if (old === text) {
     console.log(`${family.name}: unchanged (version ${family.version})`);
     continue;
   }
-  if (old !== null && (JSON.parse(old) as Golden).generatorVersion === family.version) {
-    console.error(
-      `${family.name}: output changed but version is still ${family.version}; bump \`version\` in its family file, then run this again`,
-    );
-    refused++;
-    continue;
+  const pinned = old === null ? null : (JSON.parse(old) as Golden);
+  if (pinned !== null && pinned.generatorVersion === family.version) {
+    const differences = goldenDifferences(family, pinned);
+    if (differences.length > 0) {
+      console.error(
+        `${family.name}: pinned output changed but version is still ${family.version}; bump \`version\` in its family file, then run this again:`,
+      );
+      for (const line of differences.slice(0, 10)) console.error(`  ${line}`);
+      if (differences.length > 10) console.error(`  … and ${differences.length - 10} more`);
+      refused++;
+      continue;
+    }
   }
   writeFileSync(file, text);
   console.log(`${family.name}: written (version ${family.version})`);
