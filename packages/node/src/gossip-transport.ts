@@ -20,6 +20,14 @@ export interface GossipTransportOptions {
   burst?: number;
   /** Half-life of a peer's rejected-message count in its application score, ms. Default 10 minutes. */
   penaltyHalfLifeMs?: number;
+  /**
+   * Ignored messages one author may cause for free: honest races (a rollout before its task, the
+   * join race) give a few a minute. Past this many (decaying with a half-life of
+   * `ignoreHalfLifeMs`), each further ignore costs as much as a reject. Default 30.
+   */
+  ignoreAllowance?: number;
+  /** Default 1 minute. */
+  ignoreHalfLifeMs?: number;
   now?: () => number;
 }
 
@@ -48,6 +56,7 @@ export class GossipTransport implements Transport {
   readonly #options: Required<Omit<GossipTransportOptions, 'host' | 'swarmId'>>;
   readonly #buckets = new Map<string, Bucket>();
   readonly #penalties = new Map<string, { value: number; at: number }>();
+  readonly #ignores = new Map<string, { value: number; at: number }>();
   readonly #verdicts: Counter<'topic' | 'verdict' | 'reason'>;
   readonly #bytes: Counter<'direction' | 'topic'>;
   /** Verdicts on peers' messages by topic and `verdict:reason` (`accept` alone when accepted). */
@@ -58,7 +67,15 @@ export class GossipTransport implements Transport {
   constructor(options: GossipTransportOptions) {
     this.#host = options.host;
     this.peerId = options.host.libp2p.peerId.toString();
-    this.#options = { messagesPerSecond: 20, burst: 200, penaltyHalfLifeMs: 600_000, now: Date.now, ...options };
+    this.#options = {
+      messagesPerSecond: 20,
+      burst: 200,
+      penaltyHalfLifeMs: 600_000,
+      ignoreAllowance: 30,
+      ignoreHalfLifeMs: 60_000,
+      now: Date.now,
+      ...options,
+    };
     this.#names = { tasks: topicName(options.swarmId, 'tasks'), rollouts: topicName(options.swarmId, 'rollouts') };
     this.#verdicts = new Counter({
       name: 'swarm_node_messages_total',
@@ -103,7 +120,10 @@ export class GossipTransport implements Transport {
     return { sent: this.#sent, received: this.#received };
   }
 
-  /** What this node holds against a peer, ≤ 0: minus 10 per rejected message, halving every half-life. */
+  /**
+   * What this node holds against a peer, ≤ 0: minus 10 per rejected message, and per ignored one
+   * past the ignore allowance, halving every half-life.
+   */
   applicationScore(peerId: string): number {
     const penalty = this.#penalties.get(peerId);
     if (penalty === undefined) return 0;
@@ -145,22 +165,31 @@ export class GossipTransport implements Transport {
     const key = verdict === 'accept' ? 'accept' : `${verdict}:${reason}`;
     this.counts[topic][key] = (this.counts[topic][key] ?? 0) + 1;
     this.#verdicts.inc({ topic, verdict, reason });
-    if (verdict === 'reject' && author !== null) {
-      const penalty = this.#penalties.get(author);
-      if (penalty === undefined && this.#penalties.size >= MAX_TRACKED_PEERS) {
-        this.#penalties.delete(this.#penalties.keys().next().value as string);
-      }
-      this.#penalties.delete(author);
-      this.#penalties.set(author, {
-        value: (penalty === undefined ? 0 : this.#decayed(penalty)) + 1,
-        at: this.#options.now(),
-      });
+    if (author === null) return RESULT[verdict];
+    // A reject costs its author; so does a sustained stream of ignores (a flood of rollouts on tasks
+    // nobody proposed), beyond the few that honest races cause.
+    if (verdict === 'reject') this.#add(this.#penalties, author, 1, this.#options.penaltyHalfLifeMs);
+    // Our own failures (a handler bug, a topic we left) are nobody's fault.
+    if (verdict === 'ignore' && reason !== 'handler-error' && reason !== 'not-subscribed') {
+      const ignored = this.#add(this.#ignores, author, 1, this.#options.ignoreHalfLifeMs);
+      if (ignored > this.#options.ignoreAllowance)
+        this.#add(this.#penalties, author, 1, this.#options.penaltyHalfLifeMs);
     }
     return RESULT[verdict];
   }
 
-  #decayed(penalty: { value: number; at: number }): number {
-    return penalty.value * 0.5 ** ((this.#options.now() - penalty.at) / this.#options.penaltyHalfLifeMs);
+  /** Adds to an author's decaying count (bounded memory: the least recently touched go first); returns the new count. */
+  #add(counts: Map<string, { value: number; at: number }>, author: string, amount: number, halfLifeMs: number): number {
+    const current = counts.get(author);
+    if (current === undefined && counts.size >= MAX_TRACKED_PEERS) counts.delete(counts.keys().next().value as string);
+    counts.delete(author);
+    const value = (current === undefined ? 0 : this.#decayed(current, halfLifeMs)) + amount;
+    counts.set(author, { value, at: this.#options.now() });
+    return value;
+  }
+
+  #decayed(count: { value: number; at: number }, halfLifeMs = this.#options.penaltyHalfLifeMs): number {
+    return count.value * 0.5 ** ((this.#options.now() - count.at) / halfLifeMs);
   }
 
   /** A token bucket per author and topic. */
