@@ -5,7 +5,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { SwarmNode } from '../src/swarm-node.js';
 import { spawnNode } from './helpers/processes.js';
 
-const LOOPBACK = { listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false, statusPort: null } as const;
+const LOOPBACK = { listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false, statusPort: null };
 
 describe('a node’s learner and data directory', () => {
   let dir = '';

@@ -287,7 +287,7 @@ export class RoundLoop {
     completions.forEach((completion, i) => {
       const task = tasks[Math.floor(i / samples)];
       if (completion === null || task === undefined) return;
-      (byFamily[task.family] ??= []).push(scoreCompletion(task, completion.text));
+      byFamily[task.family] = [...(byFamily[task.family] ?? []), scoreCompletion(task, completion.text)];
     });
     const all = Object.values(byFamily).flat();
     return {

@@ -90,7 +90,7 @@ describe('solve', () => {
       expect(group.finished).toHaveLength(3);
       expect(group.logProbs.map((l) => l.length)).toEqual(group.tokens.map((t) => t.length));
       for (const logProb of group.logProbs.flat()) expect(logProb).toBeLessThanOrEqual(0);
-      group.tokens.forEach((ids, i) => expect(ids.length === 5 || group.finished[i]).toBe(true));
+      for (const [i, ids] of group.tokens.entries()) expect(ids.length === 5 || group.finished[i]).toBe(true);
     }
   });
 });
