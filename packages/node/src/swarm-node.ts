@@ -53,7 +53,7 @@ export interface NodeOptions {
   maxConnections?: number;
   /** Roles a peer plays. Default all three; without 'solver' it relays only. The evaluator is required. */
   roles?: Role[];
-  /** I and J of the SAPO step. Default 6 and 2 (the best mix in docs/EXPERIMENTS.md). */
+  /** I and J of the SAPO step. Default 6 and 2 (docs/EXPERIMENTS.md: no mix beat training alone at our scale). */
   localGroups?: number;
   externalGroups?: number;
   /** G: completions per task. Default 8. */
