@@ -8,6 +8,7 @@ import './polyfill.js';
 import { randomBytes } from 'node:crypto';
 import { bootstrap } from '@libp2p/bootstrap';
 import { type GossipSub, gossipsub } from '@libp2p/gossipsub';
+import type { RPC } from '@libp2p/gossipsub/message';
 import {
   createPeerScoreParams,
   createTopicScoreParams,
@@ -118,6 +119,42 @@ export const TOPIC_SCORE: Partial<TopicScoreParams> = {
 
 const LOOPBACK = ['127.0.0.1', '::1'];
 
+/**
+ * Connection settings by role (the gossip benchmark's bare stack uses the same ones, so that it
+ * differs from ours only in the gossip layer).
+ *
+ * Liveness: libp2p's connection monitor pings every link and closes one whose ping fails. On a busy
+ * machine a ping can take seconds, so the monitor waits 20–60 s (adaptive) rather than 5 s; and the
+ * ping *responder* must wait as long, or its own 10 s default aborts the stream, the pinger sees the
+ * stream end and closes a healthy link, losing the messages on it (a 16-process loopback swarm lost
+ * a connection in two this way within 40 s).
+ */
+export function connectionSettings(role: 'peer' | 'bootstrap') {
+  return {
+    connectionManager: {
+      maxConnections: role === 'bootstrap' ? 2000 : 100,
+      // Seeds take the whole swarm's first dials; the default (5 a second per host) refuses local swarms.
+      inboundConnectionThreshold: role === 'bootstrap' ? 1000 : 50,
+      maxIncomingPendingConnections: role === 'bootstrap' ? 256 : 32,
+    },
+    connectionMonitor: { pingInterval: 30_000, pingTimeout: { minTimeout: 20_000, maxTimeout: 60_000 } },
+    ping: { timeout: 60_000 },
+  };
+}
+
+/**
+ * Every message reaches a node once from each mesh peer, and gossipsub verifies a message's signature
+ * before it looks the message up among those seen. Under StrictSign a message's id is its author and
+ * sequence number, so a copy is known by those two bytes strings alone: looked up first, copies are
+ * dropped without a signature check. Only messages that passed it are remembered this way, so a
+ * forgery cannot shadow the real message.
+ */
+export function fastMessageId(message: RPC.Message): string {
+  const base64 = (bytes: Uint8Array | undefined) =>
+    bytes === undefined ? '' : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('base64');
+  return `${base64(message.from)}:${base64(message.seqno)}`;
+}
+
 /** The DHT protocol of a swarm: peers of other swarms never enter its routing table. */
 export const dhtProtocol = (swarmId: string) => `/swarm-node/${swarmId}/kad/1.0.0`;
 
@@ -171,6 +208,7 @@ export async function createHost(options: HostOptions): Promise<Host> {
   const appScore = options.appSpecificScore ?? (() => 0);
 
   const topicScore = createTopicScoreParams(TOPIC_SCORE);
+  const connections = connectionSettings(role);
   let libp2p: Libp2p<Services>;
   try {
     libp2p = await createLibp2p({
@@ -185,17 +223,14 @@ export async function createHost(options: HostOptions): Promise<Host> {
         ...(options.mdns === false ? [] : [mdns({ serviceTag: `swarm-node-${options.swarmId}.local` })]),
       ],
       connectionManager: {
-        maxConnections: options.maxConnections ?? (role === 'bootstrap' ? 2000 : 100),
-        // Seeds take the whole swarm's first dials; the default (5 a second per host) refuses local swarms.
-        inboundConnectionThreshold: role === 'bootstrap' ? 1000 : 50,
-        maxIncomingPendingConnections: role === 'bootstrap' ? 256 : 32,
+        ...connections.connectionManager,
+        ...(options.maxConnections === undefined ? {} : { maxConnections: options.maxConnections }),
       },
-      // On a busy machine a 5 s ping timeout closes healthy links and loses messages (DESIGN.md).
-      connectionMonitor: { pingInterval: 30_000, pingTimeout: { minTimeout: 20_000, maxTimeout: 60_000 } },
+      connectionMonitor: connections.connectionMonitor,
       metrics: prometheusMetrics({ registry, collectDefaultMetrics: false }),
       services: {
         identify: identify(),
-        ping: ping(),
+        ping: ping(connections.ping),
         dht: kadDHT({
           protocol: dhtProtocol(options.swarmId),
           // Server mode, and private addresses kept: local and LAN swarms are first-class.
@@ -204,6 +239,7 @@ export async function createHost(options: HostOptions): Promise<Host> {
         }),
         pubsub: gossipsub({
           globalSignaturePolicy: 'StrictSign',
+          fastMsgIdFn: fastMessageId,
           allowPublishToZeroTopicPeers: true,
           emitSelf: false,
           doPX: role === 'bootstrap',
