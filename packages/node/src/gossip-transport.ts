@@ -2,11 +2,12 @@
  * The roles' transport over gossipsub. Every peer message passes a topic validator before gossipsub
  * delivers or forwards it: rate limit → size cap → decode → protocol version → the roles' handler
  * (schema, seeds, staleness, duplicates, re-verification of every reward). Its verdict goes back to
- * gossipsub — Accept forwards, Reject drops and costs the sender score, Ignore just drops — and a
- * peer whose messages keep failing re-verification also loses application score.
+ * gossipsub — Accept forwards, Reject drops and costs the sender score, Ignore just drops — and an
+ * author whose messages keep failing re-verification, or that keeps sending messages which are only
+ * ignored (past an allowance for honest races), also loses application score.
  */
 import { type Message, TopicValidatorResult } from '@libp2p/gossipsub';
-import type { Handler, Topic, Topics, Transport, Verdict } from '@swarm-node/roles';
+import { type Handler, LIMITS, type Topic, type Topics, type Transport, type Verdict } from '@swarm-node/roles';
 import { Counter } from 'prom-client';
 import type { Host } from './host.js';
 import { decodeMessage, encodeMessage, MAX_MESSAGE_BYTES, TOPICS, topicName } from './wire/index.js';
@@ -14,20 +15,23 @@ import { decodeMessage, encodeMessage, MAX_MESSAGE_BYTES, TOPICS, topicName } fr
 export interface GossipTransportOptions {
   host: Host;
   swarmId: string;
-  /** Messages a second one author may have accepted per topic, sustained. Default 20. */
+  /**
+   * Messages a second one author may have checked per topic, sustained. Default
+   * LIMITS.tasksPerRound (64): a full round of tasks, or of rollouts, every second.
+   */
   messagesPerSecond?: number;
-  /** Messages one author may send in a burst per topic. Default 200. */
+  /** Messages one author may send in a burst per topic. Default 4 × LIMITS.tasksPerRound (256): four full rounds at once. */
   burst?: number;
   /** Half-life of a peer's rejected-message count in its application score, ms. Default 10 minutes. */
   penaltyHalfLifeMs?: number;
   /**
-   * Ignored messages one author may cause for free: honest races (a rollout before its task, the
-   * join race) give a few a minute. Past this many (decaying with a half-life of
-   * `ignoreHalfLifeMs`), each further ignore costs as much as a reject. Default 30.
+   * Ignored messages one author may cause for free, over all topics: honest races (a rollout before
+   * its task, rollouts on tasks published before this node joined — at most a full task pool's
+   * worth) and stragglers (stale). Default 4 × LIMITS.tasksPerRound (256).
    */
   ignoreAllowance?: number;
-  /** Default 1 minute. */
-  ignoreHalfLifeMs?: number;
+  /** Free ignores given back per second. Default 1. Each ignore once none is left costs a tenth of a reject. */
+  ignoreAllowancePerSecond?: number;
   now?: () => number;
 }
 
@@ -36,6 +40,12 @@ const MAX_TRACKED_PEERS = 4096;
 
 /** Application score lost per rejected message (after decay). */
 const PENALTY_PER_REJECT = 10;
+
+/** What an ignore past the author's allowance costs, in rejects. */
+const EXCESS_IGNORE = 0.1;
+
+/** Ignores that are this node's doing, not the author's: a bug of ours, a topic we left. */
+const OUR_FAULT = new Set(['handler-error', 'not-subscribed']);
 
 const RESULT: Record<Verdict, TopicValidatorResult> = {
   accept: TopicValidatorResult.Accept,
@@ -56,7 +66,7 @@ export class GossipTransport implements Transport {
   readonly #options: Required<Omit<GossipTransportOptions, 'host' | 'swarmId'>>;
   readonly #buckets = new Map<string, Bucket>();
   readonly #penalties = new Map<string, { value: number; at: number }>();
-  readonly #ignores = new Map<string, { value: number; at: number }>();
+  readonly #freeIgnores = new Map<string, Bucket>();
   readonly #verdicts: Counter<'topic' | 'verdict' | 'reason'>;
   readonly #bytes: Counter<'direction' | 'topic'>;
   /** Verdicts on peers' messages by topic and `verdict:reason` (`accept` alone when accepted). */
@@ -68,11 +78,11 @@ export class GossipTransport implements Transport {
     this.#host = options.host;
     this.peerId = options.host.libp2p.peerId.toString();
     this.#options = {
-      messagesPerSecond: 20,
-      burst: 200,
+      messagesPerSecond: LIMITS.tasksPerRound,
+      burst: 4 * LIMITS.tasksPerRound,
       penaltyHalfLifeMs: 600_000,
-      ignoreAllowance: 30,
-      ignoreHalfLifeMs: 60_000,
+      ignoreAllowance: 4 * LIMITS.tasksPerRound,
+      ignoreAllowancePerSecond: 1,
       now: Date.now,
       ...options,
     };
@@ -121,8 +131,8 @@ export class GossipTransport implements Transport {
   }
 
   /**
-   * What this node holds against a peer, ≤ 0: minus 10 per rejected message, and per ignored one
-   * past the ignore allowance, halving every half-life.
+   * What this node holds against a peer, ≤ 0: minus 10 per rejected message and minus 1 per ignored
+   * one past its allowance, halving every half-life (10 min).
    */
   applicationScore(peerId: string): number {
     const penalty = this.#penalties.get(peerId);
@@ -144,7 +154,9 @@ export class GossipTransport implements Transport {
     const author = message.from.toString();
     this.#received += message.data.byteLength;
     this.#bytes.inc({ direction: 'received', topic }, message.data.byteLength);
-    if (!this.#take(`${topic}\n${author}`)) return this.#count(topic, author, 'ignore', 'rate-limited');
+    const { messagesPerSecond, burst } = this.#options;
+    if (!this.#take(this.#buckets, `${topic}\n${author}`, messagesPerSecond, burst))
+      return this.#count(topic, author, 'ignore', 'rate-limited');
     const decoded = decodeMessage(topic, message.data);
     if (!decoded.ok) return this.#count(topic, author, decoded.verdict, decoded.reason);
     const handler = this.#handlers.get(topic);
@@ -167,44 +179,43 @@ export class GossipTransport implements Transport {
     this.#verdicts.inc({ topic, verdict, reason });
     if (author === null) return RESULT[verdict];
     // A reject costs its author; so does a sustained stream of ignores (a flood of rollouts on tasks
-    // nobody proposed), beyond the few that honest races cause.
-    if (verdict === 'reject') this.#add(this.#penalties, author, 1, this.#options.penaltyHalfLifeMs);
-    // Our own failures (a handler bug, a topic we left) are nobody's fault.
-    if (verdict === 'ignore' && reason !== 'handler-error' && reason !== 'not-subscribed') {
-      const ignored = this.#add(this.#ignores, author, 1, this.#options.ignoreHalfLifeMs);
-      if (ignored > this.#options.ignoreAllowance)
-        this.#add(this.#penalties, author, 1, this.#options.penaltyHalfLifeMs);
+    // nobody proposed, or past the rate limit), beyond what honest races and stragglers cause.
+    if (verdict === 'reject') this.#penalise(author, 1);
+    if (verdict === 'ignore' && !OUR_FAULT.has(reason)) {
+      const { ignoreAllowancePerSecond, ignoreAllowance } = this.#options;
+      if (!this.#take(this.#freeIgnores, author, ignoreAllowancePerSecond, ignoreAllowance))
+        this.#penalise(author, EXCESS_IGNORE);
     }
     return RESULT[verdict];
   }
 
-  /** Adds to an author's decaying count (bounded memory: the least recently touched go first); returns the new count. */
-  #add(counts: Map<string, { value: number; at: number }>, author: string, amount: number, halfLifeMs: number): number {
-    const current = counts.get(author);
-    if (current === undefined && counts.size >= MAX_TRACKED_PEERS) counts.delete(counts.keys().next().value as string);
-    counts.delete(author);
-    const value = (current === undefined ? 0 : this.#decayed(current, halfLifeMs)) + amount;
-    counts.set(author, { value, at: this.#options.now() });
-    return value;
-  }
-
-  #decayed(count: { value: number; at: number }, halfLifeMs = this.#options.penaltyHalfLifeMs): number {
-    return count.value * 0.5 ** ((this.#options.now() - count.at) / halfLifeMs);
-  }
-
-  /** A token bucket per author and topic. */
-  #take(key: string): boolean {
-    const now = this.#options.now();
-    const { messagesPerSecond, burst } = this.#options;
-    // Authors are signed peer ids, but ids are free to make: forget the least recently seen first.
-    if (!this.#buckets.has(key) && this.#buckets.size >= MAX_TRACKED_PEERS) {
-      this.#buckets.delete(this.#buckets.keys().next().value as string);
+  /** Adds `amount` rejects to an author's decaying count (bounded memory: the least recently penalised go first). */
+  #penalise(author: string, amount: number): void {
+    const current = this.#penalties.get(author);
+    if (current === undefined && this.#penalties.size >= MAX_TRACKED_PEERS) {
+      this.#penalties.delete(this.#penalties.keys().next().value as string);
     }
-    const bucket = this.#buckets.get(key) ?? { tokens: burst, at: now };
-    this.#buckets.delete(key);
-    bucket.tokens = Math.min(burst, bucket.tokens + ((now - bucket.at) / 1000) * messagesPerSecond);
+    this.#penalties.delete(author);
+    this.#penalties.set(author, {
+      value: (current === undefined ? 0 : this.#decayed(current)) + amount,
+      at: this.#options.now(),
+    });
+  }
+
+  #decayed(penalty: { value: number; at: number }): number {
+    return penalty.value * 0.5 ** ((this.#options.now() - penalty.at) / this.#options.penaltyHalfLifeMs);
+  }
+
+  /** Takes a token from the bucket under `key` (full at first), refilled at `perSecond` up to `capacity`. */
+  #take(buckets: Map<string, Bucket>, key: string, perSecond: number, capacity: number): boolean {
+    const now = this.#options.now();
+    // Authors are signed peer ids, but ids are free to make: forget the least recently seen first.
+    if (!buckets.has(key) && buckets.size >= MAX_TRACKED_PEERS) buckets.delete(buckets.keys().next().value as string);
+    const bucket = buckets.get(key) ?? { tokens: capacity, at: now };
+    buckets.delete(key);
+    bucket.tokens = Math.min(capacity, bucket.tokens + ((now - bucket.at) / 1000) * perSecond);
     bucket.at = now;
-    this.#buckets.set(key, bucket);
+    buckets.set(key, bucket);
     if (bucket.tokens < 1) return false;
     bucket.tokens -= 1;
     return true;
