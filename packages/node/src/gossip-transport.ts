@@ -7,6 +7,7 @@
  * ignored (past an allowance for honest races), also loses application score.
  */
 import { type Message, TopicValidatorResult } from '@libp2p/gossipsub';
+import { peerIdFromString } from '@libp2p/peer-id';
 import { type Handler, LIMITS, type Topic, type Topics, type Transport, type Verdict } from '@swarm-node/roles';
 import { Counter } from 'prom-client';
 import type { Host } from './host.js';
@@ -26,8 +27,8 @@ export interface GossipTransportOptions {
   penaltyHalfLifeMs?: number;
   /**
    * Ignored messages one author may cause for free, over all topics: honest races (a rollout before
-   * its task, rollouts on tasks published before this node joined — at most a full task pool's
-   * worth) and stragglers (stale). Default 4 × LIMITS.tasksPerRound (256).
+   * its task, from an older peer that sends no task proofs) and stragglers (stale, duplicates).
+   * Default 4 × LIMITS.tasksPerRound (256).
    */
   ignoreAllowance?: number;
   /** Free ignores given back per second. Default 1. Each ignore once none is left costs a tenth of a reject. */
@@ -119,6 +120,26 @@ export class GossipTransport implements Transport {
     this.#sent += bytes.byteLength;
     this.#bytes.inc({ direction: 'sent', topic }, bytes.byteLength);
     await this.#host.pubsub.publish(this.#names[topic], bytes);
+  }
+
+  async sign(payload: Uint8Array): Promise<Uint8Array> {
+    return await this.#host.privateKey.sign(payload);
+  }
+
+  /**
+   * Checks `author`'s signature with the public key its peer id embeds (Ed25519 and secp256k1 ids
+   * do; an RSA id does not, so its signatures count as unverifiable: false).
+   */
+  verify(author: string, payload: Uint8Array, signature: Uint8Array): boolean {
+    let key: ReturnType<typeof peerIdFromString>['publicKey'];
+    try {
+      key = peerIdFromString(author).publicKey;
+    } catch {
+      return false; // not a peer id at all
+    }
+    // Node's Ed25519 verification is synchronous; a key type that answers with a promise cannot be used here.
+    const valid = key?.verify(payload, signature);
+    return valid === true;
   }
 
   subscribe(topic: Topic, handler: Handler): void {

@@ -80,6 +80,8 @@ export interface RouterView {
 
 export interface Host {
   libp2p: Libp2p<Services>;
+  /** The identity key the host runs with (what signs this node's task messages). */
+  privateKey: PrivateKey;
   pubsub: GossipSub & RouterView;
   /** Prometheus registry holding libp2p's, gossipsub's and the node's own metrics. */
   registry: Registry;
@@ -270,6 +272,7 @@ export async function createHost(options: HostOptions): Promise<Host> {
   const keeper = startKeeper(libp2p, bootstrapList, options.minPeers ?? 4, options.keeperIntervalMs ?? 5000);
   return {
     libp2p,
+    privateKey: options.privateKey,
     pubsub: libp2p.services.pubsub as GossipSub & RouterView,
     registry,
     addresses: () => libp2p.getMultiaddrs().map((a) => a.toString()),

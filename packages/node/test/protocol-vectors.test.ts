@@ -7,7 +7,7 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { ProposedTask, RolloutMessage, TaskMessage } from '@swarm-node/roles';
-import { deriveSeed, rolloutMessageProblem, taskMessageProblem } from '@swarm-node/roles';
+import { deriveSeed, rolloutMessageProblem, taskMessageProblem, taskSigningBytes } from '@swarm-node/roles';
 import { generateTask, scoreCompletion } from '@swarm-node/tasks';
 import { describe, expect, it } from 'vitest';
 import { decodeMessage, encodeMessage } from '../src/wire/index.js';
@@ -148,5 +148,23 @@ describe('docs/PROTOCOL.md test vectors', () => {
     // The first row is the page's worked example, whose seed the conformance checklist quotes.
     expect(rows[0]).toMatchObject({ proposer, round: 3, index: 0, seed: 3_886_210_275 });
     expect(PAGE).toContain('(test vector 3886210275, §6.1)');
+  });
+
+  it('signs exactly the bytes of the task-signature example (§6.3)', () => {
+    const example = /signs the (\d+) bytes\n`([^`]+)`/.exec(PAGE);
+    expect(example).not.toBeNull();
+    const [, length, text] = example as RegExpExecArray;
+    const spec = {
+      family: 'count',
+      seed: deriveSeed(proposer, 3, 0),
+      difficulty: 1,
+      generatorVersion: 1,
+      proposer,
+      round: 3,
+      index: 0,
+    };
+    const bytes = taskSigningBytes(spec, 1_795_000_000_000);
+    expect(new TextDecoder().decode(bytes)).toBe((text as string).replaceAll('\\n', '\n'));
+    expect(bytes.byteLength).toBe(Number(length));
   });
 });

@@ -21,11 +21,11 @@ interface Status {
 }
 
 /**
- * Every verdict but `accept`, the duplicates gossip can deliver twice, and rollouts on tasks
- * published before the receiver first heard of their proposer (the join race: nobody can know a
- * task sent before it listened): what an honest swarm must never see.
+ * Every verdict but `accept` and the duplicates gossip can deliver twice: what an honest swarm must
+ * never see. (Rollouts on tasks published before the receiver was listening carry their proposer's
+ * signed proof, so the join race costs nothing either.)
  */
-const ALLOWED = new Set(['accept', 'ignore:duplicate', 'ignore:task-before-join']);
+const ALLOWED = new Set(['accept', 'ignore:duplicate']);
 const refusals = (counts: Record<string, number>) =>
   Object.fromEntries(Object.entries(counts).filter(([key]) => !ALLOWED.has(key)));
 

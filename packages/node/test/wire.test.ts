@@ -54,6 +54,26 @@ describe('the wire protocol', () => {
     expect([...withFlags]).toEqual([...without, 0x48, 0x01, 0x48, 0x00, 0x48, 0x01]);
   });
 
+  it("round-trips a task's signature and a rollout's task proof, appended as fields a decoder from before them skips", () => {
+    const signature = Uint8Array.from({ length: 64 }, (_, i) => i);
+    const signed: TaskMessage = { ...taskMessage, signature };
+    const decodedTask = decodeMessage('tasks', encodeMessage('tasks', signed));
+    expect(decodedTask).toEqual({ ok: true, message: signed });
+    const proven: RolloutMessage = { ...rollout, taskProof: { time: taskMessage.time, signature } };
+    expect(decodeMessage('rollouts', encodeMessage('rollouts', proven))).toEqual({ ok: true, message: proven });
+    // Field 4 (tag 0x22) and fields 10 (0x50) and 11 (0x5a) come after everything older peers read.
+    expect([...encodeMessage('tasks', signed)]).toEqual([
+      ...encodeMessage('tasks', taskMessage),
+      0x22,
+      64,
+      ...signature,
+    ]);
+    const tail = [...encodeMessage('rollouts', proven)].slice(encodeMessage('rollouts', rollout).length);
+    expect(tail[0]).toBe(0x50);
+    expect(tail.slice(-66)).toEqual([0x5a, 64, ...signature]);
+    expect(pb.TaskMessage.decode(encodeMessage('tasks', signed)).task).toEqual(task);
+  });
+
   it('decodes a rollout without field 9 (an older producer) as finished unknown, and skips unknown fields', () => {
     // A rollout as encoded before field 9 existed (the example of docs/PROTOCOL.md section 5).
     const before = Buffer.from(

@@ -4,7 +4,8 @@
  * before any of it can reach the learner. A peer's claimed reward is never trusted.
  */
 import { generateTask, scoreCompletion, type Task, TaskError } from '@swarm-node/tasks';
-import { type ProposedTask, type RolloutMessage, rolloutMessageProblem } from './messages.js';
+import type { TaskVerdict } from './known-tasks.js';
+import { type ProposedTask, type RolloutMessage, rolloutMessageProblem, type TaskProof } from './messages.js';
 import type { Verdict } from './transport.js';
 
 export interface EvaluatorOptions {
@@ -15,17 +16,12 @@ export interface EvaluatorOptions {
   /** How many recent rollout ids are remembered to drop duplicates. Default 10 000. */
   duplicateMemory?: number;
   /**
-   * Whether a task spec was really published by its proposer. Without this check anyone could
-   * compute seeds for any proposer and round and send rollouts on tasks nobody proposed. Default:
-   * every spec is known (for tests of the other checks).
+   * Whether a rollout's task was really published by its proposer (KnownTasks.recognise: known, or
+   * vouched for by the proof the rollout carries). Without this check anyone could compute seeds for
+   * any proposer and round and send rollouts on tasks nobody proposed. Default: every task is
+   * accepted (for tests of the other checks).
    */
-  isKnownTask?: (task: ProposedTask) => boolean;
-  /**
-   * For a task not known: whether it predates the first task heard from its proposer (it was
-   * published before this node was listening), counted as `task-before-join` rather than
-   * `unknown-task`. Both are ignored. Default: never.
-   */
-  beforeFirstHeard?: (task: ProposedTask) => boolean;
+  recogniseTask?: (task: ProposedTask, proof: TaskProof | undefined, now: number) => TaskVerdict;
 }
 
 export interface Checked {
@@ -51,8 +47,7 @@ export class Evaluator {
       maxAgeMs: 600_000,
       maxClockSkewMs: 30_000,
       duplicateMemory: 10_000,
-      isKnownTask: () => true,
-      beforeFirstHeard: () => false,
+      recogniseTask: () => ({ verdict: 'accept' }),
       ...options,
     };
   }
@@ -77,11 +72,9 @@ export class Evaluator {
     if (rollout.producer !== from) return { verdict: 'reject', reason: 'producer-is-not-sender' };
     if (rollout.time < now - this.#options.maxAgeMs) return { verdict: 'ignore', reason: 'stale' };
     if (rollout.time > now + this.#options.maxClockSkewMs) return { verdict: 'ignore', reason: 'from-the-future' };
-    // Not known may mean its task message is still on the way: drop without blame.
-    if (!this.#options.isKnownTask(rollout.task)) {
-      const reason = this.#options.beforeFirstHeard(rollout.task) ? 'task-before-join' : 'unknown-task';
-      return { verdict: 'ignore', reason };
-    }
+    // Not known and no proof may mean its task message is still on the way: dropped without blame.
+    const recognised = this.#options.recogniseTask(rollout.task, rollout.taskProof, now);
+    if (recognised.verdict !== 'accept') return { verdict: recognised.verdict, reason: recognised.reason as string };
     let task: Task;
     try {
       task = generateTask(rollout.task);

@@ -3,7 +3,7 @@
  * peers' rollouts — and the round loop that composes the three, over a small transport interface.
  */
 export { type Checked, Evaluator, type EvaluatorOptions } from './evaluator.js';
-export { KnownTasks, type KnownTasksOptions } from './known-tasks.js';
+export { KnownTasks, type KnownTasksOptions, type TaskVerdict } from './known-tasks.js';
 export { MemoryNetwork, type MemoryNetworkOptions } from './memory-transport.js';
 export {
   deriveSeed,
@@ -13,8 +13,10 @@ export {
   type RolloutMessage,
   rolloutMessageProblem,
   type TaskMessage,
+  type TaskProof,
   taskMessageProblem,
   taskProblem,
+  taskSigningBytes,
 } from './messages.js';
 export {
   evaluatePassRates,
@@ -27,4 +29,4 @@ export { Proposer, type ProposerOptions } from './proposer.js';
 export { Relay, type RelayOptions } from './relay.js';
 export { RoundLoop, type RoundLoopOptions, type RoundMetrics } from './round-loop.js';
 export { type SolvedGroup, type SolveOptions, solve, TaskPool, type TaskPoolOptions } from './solver.js';
-export type { Handler, Topic, Topics, Transport, Verdict } from './transport.js';
+export type { Handler, Topic, Topics, Transport, Verdict, VerifySignature } from './transport.js';

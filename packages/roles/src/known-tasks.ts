@@ -7,8 +7,14 @@
  * never another's. How fast one author may publish at all is the transport's rate limit.
  */
 import { generateTask, type Task, TaskError } from '@swarm-node/tasks';
-import { type ProposedTask, type TaskMessage, taskMessageProblem } from './messages.js';
-import type { Verdict } from './transport.js';
+import {
+  type ProposedTask,
+  type TaskMessage,
+  type TaskProof,
+  taskMessageProblem,
+  taskSigningBytes,
+} from './messages.js';
+import type { Verdict, VerifySignature } from './transport.js';
 
 export interface KnownTasksOptions {
   /** Specs remembered in all. Default 65 536 (about 13 MB). */
@@ -17,11 +23,24 @@ export interface KnownTasksOptions {
   perProposer?: number;
   /** Specs older than this are forgotten. Default 10 minutes (the rollouts' staleness bound). */
   maxAgeMs?: number;
+  /**
+   * Checks proposers' signatures (Transport.verify). Default: none can be checked, so a signed task
+   * message is rejected and a rollout's task proof never vouches for a task.
+   */
+  verify?: VerifySignature;
+}
+
+/** A verdict, with its reason when not accepted, and the task when accepted. */
+export interface TaskVerdict {
+  verdict: Verdict;
+  reason?: string;
+  task?: Task;
 }
 
 interface Entry {
   spec: ProposedTask;
   added: number;
+  proof: TaskProof | undefined;
 }
 
 export const taskKey = (spec: ProposedTask) => `${spec.proposer}\n${spec.round}\n${spec.index}`;
@@ -30,6 +49,7 @@ export class KnownTasks {
   readonly #capacity: number;
   readonly #perProposer: number;
   readonly maxAgeMs: number;
+  readonly #verify: VerifySignature;
   /** Insertion order is age order: the first entry is the oldest. */
   readonly #entries = new Map<string, Entry>();
   /** Each proposer's keys, oldest first. */
@@ -41,6 +61,7 @@ export class KnownTasks {
     this.#capacity = options.capacity ?? 65_536;
     this.#perProposer = options.perProposer ?? Math.max(1, Math.floor(this.#capacity / 4));
     this.maxAgeMs = options.maxAgeMs ?? 600_000;
+    this.#verify = options.verify ?? (() => false);
   }
 
   get size(): number {
@@ -48,10 +69,10 @@ export class KnownTasks {
   }
 
   /**
-   * Records a spec that passed validation and returns its task (throws a TaskError when it cannot be
-   * generated), or null when exactly this spec is already known.
+   * Records a spec that passed validation, with its proposer's proof when it has one, and returns its
+   * task (throws a TaskError when it cannot be generated), or null when this spec is already known.
    */
-  add(spec: ProposedTask, now: number): Task | null {
+  add(spec: ProposedTask, now: number, proof?: TaskProof): Task | null {
     const key = taskKey(spec);
     if (this.#entries.has(key)) return null;
     const task = generateTask(spec);
@@ -66,30 +87,59 @@ export class KnownTasks {
         this.#firstRound.delete(this.#firstRound.keys().next().value as string);
       this.#firstRound.set(spec.proposer, spec.round);
     }
-    this.#entries.set(key, { spec: { ...spec }, added: now });
+    this.#entries.set(key, { spec: { ...spec }, added: now, proof });
     return task;
   }
 
   /**
    * A peer's task message (anything at all) from `from`, and its verdict: accepted with its task when
    * valid and new. Rejected: broken schema, a seed not bound to its proposer, a spec the generator
-   * refuses, a proposer other than the sender. Ignored: stale, duplicate, or a family or generator
-   * version this node lacks (a peer ahead of us, not a liar).
+   * refuses, a proposer other than the sender, a signature that is not the proposer's. Ignored:
+   * stale, duplicate, or a family or generator version this node lacks (a peer ahead of us, not a liar).
    */
-  offer(message: unknown, from: string, now: number): { verdict: Verdict; reason?: string; task?: Task } {
+  offer(message: unknown, from: string, now: number): TaskVerdict {
     const problem = taskMessageProblem(message);
     if (problem !== null) return { verdict: 'reject', reason: problem };
-    const { task: spec, time } = message as TaskMessage;
+    const { task: spec, time, signature } = message as TaskMessage;
     if (spec.proposer !== from) return { verdict: 'reject', reason: 'proposer-is-not-sender' };
     if (time < now - this.maxAgeMs) return { verdict: 'ignore', reason: 'stale' };
+    if (this.#entries.has(taskKey(spec))) return { verdict: 'ignore', reason: 'duplicate' };
+    if (signature !== undefined && !this.#verify(spec.proposer, taskSigningBytes(spec, time), signature))
+      return { verdict: 'reject', reason: 'bad-signature' };
     try {
-      const task = this.add(spec, now);
+      const task = this.add(spec, now, signature === undefined ? undefined : { time, signature });
       return task === null ? { verdict: 'ignore', reason: 'duplicate' } : { verdict: 'accept', task };
     } catch (error) {
       if (!(error instanceof TaskError)) throw error;
       const ahead = error.code === 'UNKNOWN_FAMILY' || error.code === 'GENERATOR_VERSION_MISMATCH';
       return { verdict: ahead ? 'ignore' : 'reject', reason: error.code.toLowerCase().replaceAll('_', '-') };
     }
+  }
+
+  /** The proposer's proof of a known spec, for rollouts on it; undefined when it came without one. */
+  proofOf(spec: ProposedTask): TaskProof | undefined {
+    return this.knows(spec) ? this.#entries.get(taskKey(spec))?.proof : undefined;
+  }
+
+  /**
+   * Whether a rollout's task (R13 of docs/PROTOCOL.md) is one its proposer really published. Known:
+   * accepted. Unknown but carrying the proposer's proof: checked exactly as the task message would
+   * have been — accepted and remembered (with `task` set: the caller may queue it to solve), or
+   * rejected for a forged proof, or ignored as stale. Unknown without proof: ignored, as
+   * `task-before-join` (published before we heard of its proposer — or invented) or `unknown-task`.
+   */
+  recognise(spec: ProposedTask, proof: TaskProof | undefined, now: number): TaskVerdict {
+    if (this.knows(spec)) return { verdict: 'accept' };
+    if (proof === undefined) {
+      const first = this.#firstRound.get(spec.proposer);
+      const beforeJoin = first === undefined || spec.round < first;
+      return { verdict: 'ignore', reason: beforeJoin ? 'task-before-join' : 'unknown-task' };
+    }
+    const offered = this.offer({ task: spec, time: proof.time, signature: proof.signature }, spec.proposer, now);
+    // Known under this (proposer, round, index) but with other fields: not the task proposed.
+    if (offered.reason === 'duplicate') return { verdict: 'ignore', reason: 'unknown-task' };
+    if (offered.verdict === 'accept') return offered;
+    return { verdict: offered.verdict, reason: `task-proof-${offered.reason}` };
   }
 
   /** True when exactly this spec was published by its proposer (or proposed here) and is remembered. */
@@ -102,17 +152,6 @@ export class KnownTasks {
       known.difficulty === spec.difficulty &&
       known.generatorVersion === spec.generatorVersion
     );
-  }
-
-  /**
-   * True when a spec we do not know may have been published before we could hear it: its proposer
-   * is one we have not heard from yet (its first tasks went out before the two were connected), or
-   * the spec is from a round before the first we heard of it in. That is the join race, which
-   * blames nobody — or an invented task; both are only ignored.
-   */
-  beforeFirstHeard(spec: ProposedTask): boolean {
-    const first = this.#firstRound.get(spec.proposer);
-    return first === undefined || spec.round < first;
   }
 
   #forgetOlderThan(time: number): void {

@@ -1,8 +1,11 @@
 /**
- * Many nodes in one process: a fully connected network whose messages travel as JSON text (so
- * receivers get fresh, untrusted objects and bytes are counted) with optional delay, loss and the
- * reordering that random delays cause. For tests and fast experiments, beside libp2p, not instead.
+ * Many nodes in one process: a fully connected network whose messages travel serialized (v8's
+ * structured clone, so receivers get fresh, untrusted objects and bytes are counted) with optional
+ * delay, loss and the reordering that random delays cause. Each member has an Ed25519 key, so task
+ * signatures are real. For tests and fast experiments, beside libp2p, not instead.
  */
+import { generateKeyPairSync, type KeyObject, sign, verify } from 'node:crypto';
+import { deserialize, serialize } from 'node:v8';
 import { uniformFloat64 } from 'pure-rand/distribution/uniformFloat64';
 import { mersenne } from 'pure-rand/generator/mersenne';
 import type { RandomGenerator } from 'pure-rand/types/RandomGenerator';
@@ -26,6 +29,7 @@ interface Member {
 
 export class MemoryNetwork {
   readonly #members = new Map<string, Member>();
+  readonly #keys = new Map<string, KeyObject>();
   readonly #options: Required<MemoryNetworkOptions>;
   readonly #rng: RandomGenerator;
   readonly #inFlight = new Set<Promise<void>>();
@@ -42,15 +46,23 @@ export class MemoryNetwork {
   /** A transport for a new node on this network. */
   join(peerId: string): Transport {
     if (this.#members.has(peerId)) throw new Error(`peer ${peerId} already joined this network`);
+    const { publicKey, privateKey } = generateKeyPairSync('ed25519');
     const member: Member = { handlers: new Map(), sent: 0, received: 0, open: true };
     this.#members.set(peerId, member);
+    this.#keys.set(peerId, publicKey);
     return {
       peerId,
       publish: async <T extends Topic>(topic: T, message: Topics[T]) => {
-        if (member.open) this.#broadcast(peerId, member, topic, JSON.stringify(message));
+        if (member.open) this.#broadcast(peerId, member, topic, serialize(message));
       },
       subscribe: (topic, handler) => {
         member.handlers.set(topic, handler);
+      },
+      sign: async (payload) => new Uint8Array(sign(null, payload, privateKey)),
+      // Keys stay known after a member leaves, as a peer id keeps its key.
+      verify: (author, payload, signature) => {
+        const key = this.#keys.get(author);
+        return key !== undefined && verify(null, payload, key, signature);
       },
       traffic: () => ({ sent: member.sent, received: member.received }),
       close: async () => {
@@ -65,8 +77,8 @@ export class MemoryNetwork {
     while (this.#inFlight.size > 0) await Promise.all([...this.#inFlight]);
   }
 
-  #broadcast(from: string, sender: Member, topic: Topic, text: string): void {
-    const bytes = Buffer.byteLength(text);
+  #broadcast(from: string, sender: Member, topic: Topic, data: Buffer): void {
+    const bytes = data.byteLength;
     const [minDelay, maxDelay] = this.#options.delayMs;
     for (const [peerId, receiver] of this.#members) {
       if (peerId === from) continue;
@@ -78,7 +90,7 @@ export class MemoryNetwork {
           const handler = receiver.handlers.get(topic);
           if (!receiver.open || handler === undefined) return;
           receiver.received += bytes;
-          this.#record(from, handler(JSON.parse(text), from));
+          this.#record(from, handler(deserialize(data), from));
         })
         .catch((error: unknown) => {
           this.errors.push(error);

@@ -17,6 +17,18 @@ export interface TaskMessage {
   task: ProposedTask;
   /** Milliseconds since the epoch, on the sender's clock. */
   time: number;
+  /**
+   * The proposer's signature over `taskSigningBytes(task, time)` with its identity key. Solvers pass
+   * it on in their rollouts, so a node that never heard this message can still check that the task
+   * was really proposed. Absent (an older peer): the task is usable, its rollouts carry no proof.
+   */
+  signature?: Uint8Array;
+}
+
+/** A task message's time and signature, carried by rollouts on the task. */
+export interface TaskProof {
+  time: number;
+  signature: Uint8Array;
 }
 
 /** G completions of one task by one producer, with the rewards the producer claims. */
@@ -35,6 +47,8 @@ export interface RolloutMessage {
    * it ran out of tokens or context. Absent (an older peer): unknown, so receivers add no EOS.
    */
   finished?: boolean[];
+  /** The proposer's signature of the task (TaskMessage.signature), when the producer had one. */
+  taskProof?: TaskProof;
 }
 
 export const LIMITS = Object.freeze({
@@ -47,6 +61,8 @@ export const LIMITS = Object.freeze({
   completionLength: 2048,
   /** Tasks a proposer may publish per round (bounds `index`). */
   tasksPerRound: 64,
+  /** Longest signature accepted, in bytes (an Ed25519 signature has 64). */
+  signatureLength: 256,
 });
 
 /**
@@ -56,6 +72,20 @@ export const LIMITS = Object.freeze({
  */
 export function deriveSeed(proposer: string, round: number, index: number): number {
   return hashToSeed('swarm-node/task-seed/v1', proposer, round, index);
+}
+
+/**
+ * What a proposer signs for a task: UTF-8 of `swarm-node/task-signature/v1` and the spec's fields
+ * and the message time, one per line, in a fixed order — the same bytes on every machine, whatever
+ * the wire encoding.
+ */
+export function taskSigningBytes(task: ProposedTask, time: number): Uint8Array {
+  const { proposer, round, index, family, seed, difficulty, generatorVersion } = task;
+  return new TextEncoder().encode(
+    ['swarm-node/task-signature/v1', proposer, round, index, family, seed, difficulty, generatorVersion, time].join(
+      '\n',
+    ),
+  );
 }
 
 /** An unsigned 32-bit seed from the SHA-256 of the parts, one per line. */
@@ -80,6 +110,7 @@ export function taskProblem(task: unknown): string | null {
 export function taskMessageProblem(message: unknown): string | null {
   if (!isRecord(message)) return 'not-an-object';
   if (!Number.isFinite(message.time)) return 'bad-time';
+  if (message.signature !== undefined && !isSignature(message.signature)) return 'bad-signature';
   return taskProblem(message.task);
 }
 
@@ -107,8 +138,17 @@ export function rolloutMessageProblem(message: unknown): string | null {
       !finished.every((f) => typeof f === 'boolean'))
   )
     return 'malformed-group';
+  const { taskProof } = message;
+  if (
+    taskProof !== undefined &&
+    (!isRecord(taskProof) || !Number.isFinite(taskProof.time) || !isSignature(taskProof.signature))
+  )
+    return 'bad-task-proof';
   return null;
 }
+
+const isSignature = (value: unknown): value is Uint8Array =>
+  value instanceof Uint8Array && value.byteLength > 0 && value.byteLength <= LIMITS.signatureLength;
 
 const isRecord = (value: unknown): value is Record<string, unknown> =>
   typeof value === 'object' && value !== null && !Array.isArray(value);

@@ -22,11 +22,13 @@ export class Relay {
   constructor(transport: Transport, options: RelayOptions = {}) {
     const maxAgeMs = options.maxAgeMs ?? 600_000;
     const now = options.now ?? Date.now;
-    this.tasks = new KnownTasks({ maxAgeMs });
+    this.tasks = new KnownTasks({
+      maxAgeMs,
+      verify: (author, payload, signature) => transport.verify(author, payload, signature),
+    });
     this.evaluator = new Evaluator({
       maxAgeMs,
-      isKnownTask: (task) => this.tasks.knows(task),
-      beforeFirstHeard: (task) => this.tasks.beforeFirstHeard(task),
+      recogniseTask: (task, proof, at) => this.tasks.recognise(task, proof, at),
     });
     transport.subscribe('tasks', (message, from) => {
       const { verdict, reason } = this.tasks.offer(message, from, now());

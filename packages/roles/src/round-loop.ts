@@ -15,7 +15,7 @@ import type { Learner, RolloutGroup, SampleOptions, StepReport } from '@swarm-no
 import { FAMILIES, getFamily, MAX_SEED, scoreCompletion } from '@swarm-node/tasks';
 import { mersenne } from 'pure-rand/generator/mersenne';
 import { Evaluator } from './evaluator.js';
-import { hashToSeed, LIMITS, type RolloutMessage } from './messages.js';
+import { hashToSeed, LIMITS, type RolloutMessage, taskSigningBytes } from './messages.js';
 import { Proposer, type ProposerOptions } from './proposer.js';
 import { solve, TaskPool } from './solver.js';
 import type { Transport, Verdict } from './transport.js';
@@ -150,11 +150,13 @@ export class RoundLoop {
       ...options.proposer,
       families: this.#options.families,
     });
-    this.pool = new TaskPool({ maxAgeMs: this.#options.maxAgeMs });
+    this.pool = new TaskPool({
+      maxAgeMs: this.#options.maxAgeMs,
+      verify: (author, payload, signature) => this.transport.verify(author, payload, signature),
+    });
     this.evaluator = new Evaluator({
       maxAgeMs: this.#options.maxAgeMs,
-      isKnownTask: (task) => this.pool.knows(task),
-      beforeFirstHeard: (task) => this.pool.beforeFirstHeard(task),
+      recogniseTask: (task, proof, at) => this.pool.recognise(task, proof, at),
     });
     this.#round = this.#options.startRound;
     this.transport.subscribe('tasks', (message, from) => this.#onTask(message, from));
@@ -172,8 +174,10 @@ export class RoundLoop {
     const me = this.transport.peerId;
 
     for (const task of this.#options.propose ? this.proposer.propose(round) : []) {
-      this.pool.add(task, now);
-      await this.transport.publish('tasks', { task, time: now });
+      // Signed, so that rollouts on it carry proof to nodes that never hear this message.
+      const signature = await this.transport.sign(taskSigningBytes(task, now));
+      this.pool.add(task, now, { time: now, signature });
+      await this.transport.publish('tasks', { task, time: now, signature });
     }
 
     const solveStart = performance.now();
@@ -196,7 +200,7 @@ export class RoundLoop {
     const local: RolloutGroup[] = [];
     const passes: Record<string, number[]> = {};
     const difficulties: Record<string, number[]> = {};
-    for (const { spec, task, completions, tokens, finished, policyVersion } of solved) {
+    for (const { spec, proof, task, completions, tokens, finished, policyVersion } of solved) {
       const rewards = this.evaluator.score(task, completions);
       local.push({ prompt: task.prompt, completions, rewards, completionTokens: tokens, finished });
       passes[task.family] = [...(passes[task.family] ?? []), ...rewards];
@@ -211,6 +215,7 @@ export class RoundLoop {
         completions,
         rewards,
         finished,
+        ...(proof === undefined ? {} : { taskProof: proof }),
       };
       await this.transport.publish('rollouts', rollout);
     }

@@ -6,13 +6,17 @@ import type { Learner, SampleOptions, TextCompletion } from '@swarm-node/sapo';
 import type { Task } from '@swarm-node/tasks';
 import { uniformInt } from 'pure-rand/distribution/uniformInt';
 import type { RandomGenerator } from 'pure-rand/types/RandomGenerator';
-import { KnownTasks, type KnownTasksOptions } from './known-tasks.js';
-import type { ProposedTask, TaskMessage } from './messages.js';
-import type { Verdict } from './transport.js';
+import { KnownTasks, type KnownTasksOptions, type TaskVerdict } from './known-tasks.js';
+import type { ProposedTask, TaskMessage, TaskProof } from './messages.js';
 
-export interface SolvedGroup {
+/** A task to solve: its spec, the proposer's proof when it came with one, and the generated task. */
+export interface PoolTask {
   spec: ProposedTask;
+  proof: TaskProof | undefined;
   task: Task;
+}
+
+export interface SolvedGroup extends PoolTask {
   completions: string[];
   /** The sampled ids of each completion (ending with EOS when it finished). */
   tokens: number[][];
@@ -47,7 +51,7 @@ export class TaskPool {
   readonly known: KnownTasks;
   readonly #pending: number;
   readonly #pendingPerProposer: number;
-  readonly #entries: { spec: ProposedTask; task: Task; added: number }[] = [];
+  readonly #entries: (PoolTask & { added: number })[] = [];
 
   constructor(options: TaskPoolOptions = {}) {
     this.known = new KnownTasks(options);
@@ -60,18 +64,21 @@ export class TaskPool {
     return this.#entries.length;
   }
 
-  /** This node's own task: always known, and queued to solve. False when it was known already. */
-  add(spec: ProposedTask, now: number): boolean {
-    const task = this.known.add(spec, now);
-    if (task !== null) this.#enqueue(spec, task, now);
+  /** This node's own task, with its signature: always known, and queued to solve. False when it was known already. */
+  add(spec: ProposedTask, now: number, proof?: TaskProof): boolean {
+    const task = this.known.add(spec, now, proof);
+    if (task !== null) this.#enqueue({ spec, proof, task }, now);
     return task !== null;
   }
 
   /** A peer's task message: checked (KnownTasks.offer), and queued when accepted. */
-  offer(message: unknown, from: string, now: number): { verdict: Verdict; reason?: string } {
-    const { verdict, reason, task } = this.known.offer(message, from, now);
-    if (task !== undefined) this.#enqueue((message as TaskMessage).task, task, now);
-    return reason === undefined ? { verdict } : { verdict, reason };
+  offer(message: unknown, from: string, now: number): Omit<TaskVerdict, 'task'> {
+    return this.#queueAccepted(message as TaskMessage, this.known.offer(message, from, now), now);
+  }
+
+  /** A rollout's task: KnownTasks.recognise, and a task learned from its proof is queued to solve too. */
+  recognise(spec: ProposedTask, proof: TaskProof | undefined, now: number): Omit<TaskVerdict, 'task'> {
+    return this.#queueAccepted({ task: spec }, this.known.recognise(spec, proof, now), now);
   }
 
   /** True when exactly this spec was published by its proposer, or proposed here. */
@@ -79,29 +86,35 @@ export class TaskPool {
     return this.known.knows(spec);
   }
 
-  /** KnownTasks.beforeFirstHeard. */
-  beforeFirstHeard(spec: ProposedTask): boolean {
-    return this.known.beforeFirstHeard(spec);
-  }
-
   /** Up to `count` tasks drawn uniformly, removed from the pool; expired tasks are dropped first. */
-  take(count: number, rng: RandomGenerator, now: number): { spec: ProposedTask; task: Task }[] {
+  take(count: number, rng: RandomGenerator, now: number): PoolTask[] {
     this.#dropExpired(now);
-    const taken: { spec: ProposedTask; task: Task }[] = [];
+    const taken: PoolTask[] = [];
     while (taken.length < count && this.#entries.length > 0) {
       const [entry] = this.#entries.splice(uniformInt(rng, 0, this.#entries.length - 1), 1);
-      if (entry !== undefined) taken.push({ spec: entry.spec, task: entry.task });
+      if (entry !== undefined) taken.push({ spec: entry.spec, proof: entry.proof, task: entry.task });
     }
     return taken;
   }
 
-  #enqueue(spec: ProposedTask, task: Task, now: number): void {
+  /** Queues the task of an accepted verdict (its spec is `message.task`, which is valid once accepted). */
+  #queueAccepted(
+    message: Pick<TaskMessage, 'task'>,
+    { verdict, reason, task }: TaskVerdict,
+    now: number,
+  ): Omit<TaskVerdict, 'task'> {
+    const spec = message.task;
+    if (task !== undefined) this.#enqueue({ spec, proof: this.known.proofOf(spec), task }, now);
+    return reason === undefined ? { verdict } : { verdict, reason };
+  }
+
+  #enqueue(entry: PoolTask, now: number): void {
     this.#dropExpired(now);
-    const mine = this.#entries.filter((e) => e.spec.proposer === spec.proposer);
+    const mine = this.#entries.filter((e) => e.spec.proposer === entry.spec.proposer);
     const oldestOfMine = mine[0];
     if (mine.length >= this.#pendingPerProposer && oldestOfMine !== undefined)
       this.#entries.splice(this.#entries.indexOf(oldestOfMine), 1);
-    this.#entries.push({ spec, task, added: now });
+    this.#entries.push({ ...entry, added: now });
     if (this.#entries.length > this.#pending) this.#entries.shift();
   }
 
@@ -119,7 +132,7 @@ export class TaskPool {
  */
 export async function solve(
   learner: Learner,
-  tasks: readonly { spec: ProposedTask; task: Task }[],
+  tasks: readonly PoolTask[],
   { groupSize, sampling }: SolveOptions,
 ): Promise<SolvedGroup[]> {
   if (tasks.length === 0) return [];
@@ -127,13 +140,14 @@ export async function solve(
   const policyVersion = learner.steps;
   const prompts = tasks.flatMap(({ task }) => new Array<string>(groupSize).fill(task.prompt));
   const completions = await learner.sample(prompts, sampling);
-  return tasks.flatMap(({ spec, task }, t) => {
+  return tasks.flatMap(({ spec, proof, task }, t) => {
     const group = completions.slice(t * groupSize, (t + 1) * groupSize);
     if (group.some((c) => c === null)) return [];
     const sampled = group as TextCompletion[];
     return [
       {
         spec,
+        proof,
         task,
         completions: sampled.map((c) => c.text),
         tokens: sampled.map((c) => c.tokens),

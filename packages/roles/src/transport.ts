@@ -20,12 +20,21 @@ export type Verdict = 'accept' | 'reject' | 'ignore';
  */
 export type Handler = (message: unknown, from: string) => Verdict;
 
+/**
+ * True when `signature` is `author`'s signature over `payload`; false when it is not, or when the
+ * author's key cannot be known from its id. Synchronous: it runs inside message validation.
+ */
+export type VerifySignature = (author: string, payload: Uint8Array, signature: Uint8Array) => boolean;
+
 export interface Transport {
   /** This node's identity as peers see it. */
   readonly peerId: string;
   publish<T extends Topic>(topic: T, message: Topics[T]): Promise<void>;
   /** One handler per topic; a second call replaces the first. */
   subscribe(topic: Topic, handler: Handler): void;
+  /** This node's signature over `payload` with its identity key (what peers check with `verify`). */
+  sign(payload: Uint8Array): Promise<Uint8Array>;
+  verify: VerifySignature;
   /** Bytes this node has sent and received so far, over every topic. */
   traffic(): { sent: number; received: number };
   close(): Promise<void>;

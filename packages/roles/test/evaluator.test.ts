@@ -1,7 +1,9 @@
 import { generateTask } from '@swarm-node/tasks';
 import { describe, expect, it } from 'vitest';
 import { Evaluator } from '../src/evaluator.js';
-import { deriveSeed, LIMITS, type ProposedTask, type RolloutMessage } from '../src/messages.js';
+import { KnownTasks } from '../src/known-tasks.js';
+import { MemoryNetwork } from '../src/memory-transport.js';
+import { deriveSeed, LIMITS, type ProposedTask, type RolloutMessage, taskSigningBytes } from '../src/messages.js';
 import { Proposer } from '../src/proposer.js';
 
 const NOW = 1_800_000_000_000;
@@ -106,12 +108,39 @@ describe('the evaluator re-checks every peer rollout', () => {
   it('ignores rollouts on tasks their proposer never published, however right their rewards', () => {
     const published = proposed('sort', 1, 0);
     const evaluator = new Evaluator({
-      isKnownTask: (task) => task.seed === published.seed && task.difficulty === published.difficulty,
+      recogniseTask: (task) =>
+        task.seed === published.seed && task.difficulty === published.difficulty
+          ? { verdict: 'accept' }
+          : { verdict: 'ignore', reason: 'unknown-task' },
     });
     const invented = proposed('sort', 1, 0, 'alice', 1_000_000); // seeds of any round can be computed
     expect(evaluator.check(rollout({}, invented), 'bob', NOW)).toEqual({ verdict: 'ignore', reason: 'unknown-task' });
     expect(evaluator.check(rollout({}, { ...published, difficulty: 2 }), 'bob', NOW).reason).toBe('unknown-task');
     expect(evaluator.check(rollout({}, published), 'bob', NOW).verdict).toBe('accept');
+  });
+
+  it("accepts a rollout on a task it never heard of when it carries the proposer's proof, and rejects a forged one", async () => {
+    const network = new MemoryNetwork();
+    const [alice, mallory] = [network.join('alice'), network.join('mallory')];
+    const known = new KnownTasks({ verify: alice.verify });
+    const evaluator = new Evaluator({ recogniseTask: (task, proof, now) => known.recognise(task, proof, now) });
+    const task = proposed();
+    const proof = async (by: typeof alice) => ({
+      time: NOW - 2000,
+      signature: await by.sign(taskSigningBytes(task, NOW - 2000)),
+    });
+    expect(evaluator.check(rollout({ taskProof: await proof(mallory) }), 'bob', NOW)).toEqual({
+      verdict: 'reject',
+      reason: 'task-proof-bad-signature',
+    });
+    expect(evaluator.check(rollout(), 'bob', NOW)).toEqual({ verdict: 'ignore', reason: 'task-before-join' });
+    expect(evaluator.check(rollout({ taskProof: await proof(alice) }), 'bob', NOW).verdict).toBe('accept');
+    expect(known.knows(task)).toBe(true);
+    expect(evaluator.check(rollout({ producer: 'carol' }), 'carol', NOW).verdict).toBe('accept'); // known from now on
+    expect(evaluator.check(rollout({ taskProof: { time: 1, signature: new Uint8Array() } }), 'bob', NOW)).toEqual({
+      verdict: 'reject',
+      reason: 'bad-task-proof',
+    });
   });
 
   it('ignores, without blame, tasks of a family or generator version it does not have (a newer peer)', () => {

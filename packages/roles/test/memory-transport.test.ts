@@ -1,3 +1,4 @@
+import { serialize } from 'node:v8';
 import { describe, expect, it } from 'vitest';
 import { MemoryNetwork } from '../src/memory-transport.js';
 import { deriveSeed, type TaskMessage } from '../src/messages.js';
@@ -35,7 +36,7 @@ describe('the in-memory network', () => {
     expect(got.get('b')).toEqual([[sent, 'a']]);
     expect(got.get('c')).toEqual([[sent, 'a']]);
     expect(got.get('b')?.[0]?.[0]).not.toBe(sent);
-    const bytes = Buffer.byteLength(JSON.stringify(sent));
+    const bytes = serialize(sent).byteLength;
     expect(a?.traffic()).toEqual({ sent: 2 * bytes, received: 0 });
     expect(b?.traffic()).toEqual({ sent: 0, received: bytes });
     expect(c?.traffic()).toEqual({ sent: 0, received: bytes });

@@ -3,7 +3,8 @@ import { generateTask } from '@swarm-node/tasks';
 import { mersenne } from 'pure-rand/generator/mersenne';
 import { describe, expect, it } from 'vitest';
 import { KnownTasks } from '../src/known-tasks.js';
-import { deriveSeed, type ProposedTask } from '../src/messages.js';
+import { MemoryNetwork } from '../src/memory-transport.js';
+import { deriveSeed, type ProposedTask, taskSigningBytes } from '../src/messages.js';
 import { solve, TaskPool } from '../src/solver.js';
 
 const spec = (proposer: string, round: number, index = 0): ProposedTask => ({
@@ -76,7 +77,11 @@ describe('the task pool', () => {
 describe('solve', () => {
   it('returns G completions per task with their ids, whether each finished, log-probs and the policy version', async () => {
     const learner = await openLearner({ model: EMBEDDED_MODEL_PATH, backend: 'cpu' });
-    const tasks = [spec('alice', 1), spec('bob', 1, 2)].map((s) => ({ spec: s, task: generateTask(s) }));
+    const tasks = [spec('alice', 1), spec('bob', 1, 2)].map((s) => ({
+      spec: s,
+      proof: undefined,
+      task: generateTask(s),
+    }));
     const tooLong = { ...tasks[0], task: { ...generateTask(spec('carol', 1)), prompt: 'x'.repeat(500) } };
     const groups = await solve(learner, [...tasks, tooLong as (typeof tasks)[number]], {
       groupSize: 3,
@@ -96,12 +101,70 @@ describe('solve', () => {
 });
 
 describe('a task nobody here heard published', () => {
-  it('is one from before its proposer was first heard of (the join race), or else unknown', () => {
-    const known = new KnownTasks();
+  const network = new MemoryNetwork();
+  const alice = network.join('alice');
+  const mallory = network.join('mallory');
+  const verify = alice.verify;
+  const signed = async (task: ProposedTask, time: number, by = alice) => ({
+    time,
+    signature: await by.sign(taskSigningBytes(task, time)),
+  });
+
+  it('without proof, is one from before its proposer was first heard of (the join race), or else unknown', () => {
+    const known = new KnownTasks({ verify });
     known.add(spec('alice', 10), 0);
-    expect(known.beforeFirstHeard(spec('alice', 9))).toBe(true);
-    expect(known.beforeFirstHeard({ ...spec('alice', 10), index: 3 })).toBe(false);
-    expect(known.beforeFirstHeard(spec('alice', 11))).toBe(false);
-    expect(known.beforeFirstHeard(spec('bob', 1))).toBe(true); // never heard of: its first tasks went out before we listened
+    const reason = (task: ProposedTask) => known.recognise(task, undefined, 0).reason;
+    expect(reason(spec('alice', 9))).toBe('task-before-join');
+    expect(reason({ ...spec('alice', 10), index: 3 })).toBe('unknown-task');
+    expect(reason(spec('alice', 11))).toBe('unknown-task');
+    expect(reason(spec('bob', 1))).toBe('task-before-join'); // never heard of: its first tasks went out before we listened
+    expect(known.recognise(spec('alice', 10), undefined, 0)).toEqual({ verdict: 'accept' });
+  });
+
+  it("with its proposer's proof, is checked as its task message would have been, then known and queued", async () => {
+    const pool = new TaskPool({ verify });
+    const task = spec('alice', 0);
+    const proof = await signed(task, 1000);
+    expect(pool.recognise(task, proof, 2000)).toEqual({ verdict: 'accept' });
+    expect(pool.knows(task)).toBe(true);
+    expect(pool.known.proofOf(task)).toEqual(proof); // rollouts on it from here carry the proof on
+    expect(pool.take(5, mersenne(0), 2000).map((t) => t.spec)).toEqual([task]);
+    expect(pool.recognise(task, proof, 2000)).toEqual({ verdict: 'accept' });
+  });
+
+  it('rejects a forged proof and ignores a stale one or one for another spec under the same key', async () => {
+    const known = new KnownTasks({ verify, maxAgeMs: 10_000 });
+    const task = spec('alice', 0);
+    expect(known.recognise(task, await signed(task, 1000, mallory), 2000)).toEqual({
+      verdict: 'reject',
+      reason: 'task-proof-bad-signature',
+    });
+    expect(known.recognise(task, { ...(await signed(task, 1000)), time: 1001 }, 2000).reason).toBe(
+      'task-proof-bad-signature',
+    );
+    expect(known.recognise(task, await signed(task, 1000), 20_000)).toEqual({
+      verdict: 'ignore',
+      reason: 'task-proof-stale',
+    });
+    known.add(task, 2000);
+    const harder = { ...task, difficulty: 2 };
+    expect(known.recognise(harder, await signed(harder, 1000), 2000)).toEqual({
+      verdict: 'ignore',
+      reason: 'unknown-task',
+    });
+    expect(known.knows(task)).toBe(true);
+  });
+
+  it("rejects a task message whose signature is not its proposer's, and keeps a good one's proof", async () => {
+    const known = new KnownTasks({ verify });
+    const task = spec('alice', 0);
+    const forged = { task, time: 5, signature: (await signed(task, 5, mallory)).signature };
+    expect(known.offer(forged, 'alice', 5)).toEqual({ verdict: 'reject', reason: 'bad-signature' });
+    expect(new KnownTasks().offer({ task, ...(await signed(task, 5)) }, 'alice', 5).reason).toBe('bad-signature'); // no verifier: none can be checked
+    expect(known.offer({ task, ...(await signed(task, 5)) }, 'alice', 5).verdict).toBe('accept');
+    expect(known.proofOf(task)?.time).toBe(5);
+    expect(known.offer({ task: spec('alice', 1), time: 5, signature: new Uint8Array(300) }, 'alice', 5).reason).toBe(
+      'bad-signature',
+    );
   });
 });

@@ -30,14 +30,30 @@ export function swarmIdProblem(swarmId: string): string | null {
 }
 
 export function encodeMessage<T extends Topic>(topic: T, message: Topics[T]): Uint8Array {
+  // Absent optional fields (`signature`, `finished`, `taskProof`) are written as no field at all,
+  // which older decoders never see.
   if (topic === 'tasks') {
-    const { task, time } = message as TaskMessage;
-    return pb.TaskMessage.encode({ protocolVersion: PROTOCOL_VERSION, task, timeMs: time });
+    const { task, time, signature } = message as TaskMessage;
+    return pb.TaskMessage.encode({
+      protocolVersion: PROTOCOL_VERSION,
+      task,
+      timeMs: time,
+      ...(signature === undefined ? {} : { signature: toArrayBuffer(signature) }),
+    });
   }
-  // An absent `finished` is written as no field 9 at all, which older decoders never see.
-  const { time, ...rollout } = message as RolloutMessage;
-  return pb.RolloutMessage.encode({ protocolVersion: PROTOCOL_VERSION, ...rollout, timeMs: time });
+  const { time, taskProof, ...rollout } = message as RolloutMessage;
+  return pb.RolloutMessage.encode({
+    protocolVersion: PROTOCOL_VERSION,
+    ...rollout,
+    timeMs: time,
+    ...(taskProof === undefined
+      ? {}
+      : { taskTimeMs: taskProof.time, taskSignature: toArrayBuffer(taskProof.signature) }),
+  });
 }
+
+/** protons types bytes fields as backed by an ArrayBuffer (not a SharedArrayBuffer). */
+const toArrayBuffer = (bytes: Uint8Array): Uint8Array<ArrayBuffer> => new Uint8Array(bytes);
 
 export type Decoded =
   | { ok: true; message: TaskMessage | RolloutMessage }
@@ -55,16 +71,24 @@ export function decodeMessage(topic: Topic, bytes: Uint8Array): Decoded {
   } catch {
     return { ok: false, verdict: 'reject', reason: 'undecodable' };
   }
-  const { protocolVersion, task, timeMs, ...rest } = decoded;
+  const { protocolVersion, task, timeMs, ...fields } = decoded;
   // The topic name carries the version, so a v1 topic holds v1 messages only; a later version gets
   // its own topics. (Ignoring "newer" versions instead would let junk that decodes as version 255 in
   // without costing its sender score.)
   if (protocolVersion !== PROTOCOL_VERSION)
     return { ok: false, verdict: 'reject', reason: 'protocol-version-mismatch' };
   if (task === undefined) return { ok: false, verdict: 'reject', reason: 'missing-task' };
-  const message = { ...rest, task: { ...task }, time: timeMs } as TaskMessage | RolloutMessage;
-  // A rollout's `finished` is optional: protons decodes an absent field 9 as [], which means
-  // "unknown" (an older producer), so it is left out rather than passed on as an empty array.
-  if ('finished' in message && message.finished?.length === 0) delete message.finished;
+  // protons decodes an absent field as its default ([], empty bytes, 0): optional fields that were
+  // absent are left out rather than passed on as empty values.
+  if ('signature' in fields) {
+    const { signature, ...rest } = fields;
+    const message: TaskMessage = { ...rest, task: { ...task }, time: timeMs };
+    if (signature.byteLength > 0) message.signature = signature;
+    return { ok: true, message };
+  }
+  const { finished, taskTimeMs, taskSignature, ...rest } = fields;
+  const message: RolloutMessage = { ...rest, task: { ...task }, time: timeMs };
+  if (finished.length > 0) message.finished = finished;
+  if (taskSignature.byteLength > 0) message.taskProof = { time: taskTimeMs, signature: taskSignature };
   return { ok: true, message };
 }
