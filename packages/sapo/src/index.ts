@@ -25,6 +25,7 @@ export {
   saveCheckpoint,
 } from './checkpoint.js';
 export { CheckpointError, SapoError } from './errors.js';
+export { HfTokenizer, HfTokenizerError, type HfTokenizerFiles } from './hf/tokenizer.js';
 export {
   type Learner,
   type LearnerInfo,
