@@ -1,0 +1,227 @@
+/**
+ * The memory plan: before a model is loaded, what it will hold — weights, adapters, optimizer
+ * state, the step's activations and logits, the sampler's KV cache — for the chosen group size,
+ * context and micro-batches, against the memory there is. It picks the largest micro-batches that
+ * fit, or refuses with what would fit: running out of memory halfway through a round is RL Swarm's
+ * most reported failure, and a wasm heap that grew once never shrinks.
+ *
+ * Estimates are fp32 (tfjs has no float16) and deliberately on the high side: every tensor the
+ * backward pass keeps per layer, the logits with their log-softmax, gradient and one-hot targets,
+ * and a KV cache held twice while a step's concatenation replaces it.
+ */
+import { readFileSync } from 'node:fs';
+import { freemem, totalmem } from 'node:os';
+import { SapoError } from './errors.js';
+import type { PretrainedConfig } from './hf/config.js';
+import type { PolicyConfig } from './model.js';
+
+/** The shape facts the estimate needs; `modelShape` derives them from a config. */
+export interface ModelShape {
+  /** Frozen parameters (a pre-trained model's base) plus trainable ones make all the weights. */
+  frozenParameters: number;
+  trainableParameters: number;
+  layers: number;
+  hidden: number;
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  intermediate: number;
+  vocab: number;
+}
+
+/** The Linear layers of a Llama / Qwen2 block by Hugging Face name, as [in, out] for `config`. */
+export function projectionShapes(config: PretrainedConfig): Record<string, [number, number]> {
+  const { hiddenSize: d, heads, kvHeads, headDim, intermediateSize: m } = config;
+  return {
+    q_proj: [d, heads * headDim],
+    k_proj: [d, kvHeads * headDim],
+    v_proj: [d, kvHeads * headDim],
+    o_proj: [heads * headDim, d],
+    gate_proj: [d, m],
+    up_proj: [d, m],
+    down_proj: [m, d],
+  };
+}
+
+/** A pre-trained model with LoRA adapters of `rank` on the `targets` projections of every layer. */
+export function pretrainedShape(
+  config: PretrainedConfig,
+  lora: { rank: number; targets: readonly string[] },
+): ModelShape {
+  const projections = Object.entries(projectionShapes(config));
+  const perLayer =
+    projections.reduce((sum, [, [fanIn, fanOut]]) => sum + fanIn * fanOut, 0) +
+    2 * config.hiddenSize + // the two RMSNorm weights
+    (config.attentionBias ? (config.heads + 2 * config.kvHeads) * config.headDim : 0);
+  const embeddings = config.vocabSize * config.hiddenSize * (config.tieWordEmbeddings ? 1 : 2);
+  const adapters = projections
+    .filter(([name]) => lora.targets.includes(name))
+    .reduce((sum, [, [fanIn, fanOut]]) => sum + lora.rank * (fanIn + fanOut), 0);
+  return {
+    frozenParameters: embeddings + config.layers * perLayer + config.hiddenSize,
+    trainableParameters: config.layers * adapters,
+    layers: config.layers,
+    hidden: config.hiddenSize,
+    heads: config.heads,
+    kvHeads: config.kvHeads,
+    headDim: config.headDim,
+    intermediate: config.intermediateSize,
+    vocab: config.vocabSize,
+  };
+}
+
+/** The embedded byte-level model: every weight trainable, plain multi-head attention. */
+export function embeddedShape(config: PolicyConfig, parameters: number): ModelShape {
+  return {
+    frozenParameters: 0,
+    trainableParameters: parameters,
+    layers: config.layers,
+    hidden: config.dModel,
+    heads: config.heads,
+    kvHeads: config.heads,
+    headDim: config.dModel / config.heads,
+    intermediate: config.mlpRatio * config.dModel,
+    vocab: config.vocabSize,
+  };
+}
+
+export interface RunShape {
+  /** Longest sequence, prompt and completion: the context the model reads. */
+  contextLength: number;
+  /** Rows (completions) the sampler generates at once; the plan may lower it. */
+  sampleRows: number;
+  /** Rows per forward/backward pass of the step; the plan may lower it. */
+  microBatchRows: number;
+  /** Whether a copy of the trainable weights is kept as the KL reference (β > 0). */
+  reference: boolean;
+}
+
+export interface MemoryLimit {
+  bytes: number;
+  /** What sets it, for messages: "free system memory", "the cgroup limit", "the wasm heap (4 GiB)". */
+  source: string;
+}
+
+export interface MemoryPlan {
+  fits: boolean;
+  /** The rows chosen (at most those asked for; 0 when not even one fits). */
+  sampleRows: number;
+  microBatchRows: number;
+  /** Bytes by part, for the rows chosen (or for one row when nothing fits). */
+  parts: {
+    weights: number;
+    trainable: number;
+    optimizer: number;
+    stepActivations: number;
+    sampling: number;
+  };
+  totalBytes: number;
+  limit: MemoryLimit;
+  /** One line a person reads: what is held, what was chosen, or why it does not fit and what would. */
+  summary: string;
+}
+
+/** A model does not fit in the memory available (code MODEL_DOES_NOT_FIT). */
+export class MemoryPlanError extends SapoError {
+  readonly plan: MemoryPlan;
+
+  constructor(plan: MemoryPlan) {
+    super('MODEL_DOES_NOT_FIT', plan.summary);
+    this.plan = plan;
+  }
+}
+
+const FLOAT = 4;
+/** Allocator slack and the odd intermediate not counted below. */
+const SLACK = 1.2;
+
+/** Bytes of the step's activations for `rows` rows of `tokens` tokens (kept for the backward pass). */
+function stepActivationBytes(model: ModelShape, rows: number, tokens: number): number {
+  const { layers, hidden, heads, intermediate, vocab } = model;
+  const perTokenPerLayer = 12 * hidden + 4 * intermediate + 2 * heads * tokens;
+  // Logits, their log-softmax, its gradient and the one-hot targets: [rows, tokens, vocab] each.
+  return rows * tokens * (layers * perTokenPerLayer + 4 * vocab) * FLOAT;
+}
+
+/** Bytes of sampling `rows` rows to `tokens` tokens: the KV cache (twice: old and grown) and one step's logits. */
+function samplingBytes(model: ModelShape, rows: number, tokens: number): number {
+  const { layers, kvHeads, headDim, hidden, vocab } = model;
+  const cache = 2 * layers * rows * kvHeads * tokens * headDim * FLOAT;
+  // The prompt's prefill runs every position through the layers at once.
+  const prefill = rows * tokens * (4 * hidden + model.heads * tokens) * FLOAT;
+  return 2 * cache + prefill + 2 * rows * vocab * FLOAT;
+}
+
+function bytesFor(model: ModelShape, run: RunShape, sampleRows: number, microBatchRows: number) {
+  const weights = (model.frozenParameters + model.trainableParameters) * FLOAT;
+  // The trainable weights again as gradients, and once more as the KL reference when β > 0.
+  const trainable = model.trainableParameters * FLOAT * (run.reference ? 2 : 1);
+  const optimizer = 2 * model.trainableParameters * FLOAT; // Adam's two moments
+  // Sampling and the step never run at once: the larger of the two is what the heap must hold.
+  const stepActivations = stepActivationBytes(model, microBatchRows, run.contextLength);
+  const sampling = samplingBytes(model, sampleRows, run.contextLength);
+  const parts = { weights, trainable, optimizer, stepActivations, sampling };
+  const total = SLACK * (weights + trainable + optimizer + Math.max(stepActivations, sampling));
+  return { parts, total };
+}
+
+/**
+ * The plan for `model` and `run` within `limit`: the largest sample and micro-batch rows, up to
+ * those asked for, whose peak fits; `fits: false` when even one row each does not.
+ */
+export function planMemory(model: ModelShape, run: RunShape, limit: MemoryLimit): MemoryPlan {
+  const largest = (asked: number, bytesAt: (rows: number) => number) => {
+    let rows = asked;
+    while (rows > 0 && bytesAt(rows) > limit.bytes) rows--;
+    return rows;
+  };
+  const microBatchRows = largest(run.microBatchRows, (r) => bytesFor(model, run, 1, r).total);
+  const sampleRows = largest(run.sampleRows, (r) => bytesFor(model, run, r, Math.max(1, microBatchRows)).total);
+  const fits = microBatchRows > 0 && sampleRows > 0;
+  const { parts, total } = bytesFor(model, run, Math.max(1, sampleRows), Math.max(1, microBatchRows));
+  const held = `weights ${gib(parts.weights)}, trainable + optimizer ${gib(parts.trainable + parts.optimizer)}, step ${gib(parts.stepActivations)}, sampling ${gib(parts.sampling)}`;
+  const summary = fits
+    ? `memory plan: ${gib(total)} of ${gib(limit.bytes)} (${limit.source}) — ${held}; ${microBatchRows} rows per step micro-batch, ${sampleRows} sampled at once`
+    : `the model does not fit: it needs ${gib(total)} with one row at a time (${held}), and ${limit.source} allows ${gib(limit.bytes)}. ` +
+      `Use a shorter context (now ${run.contextLength} tokens), a smaller model, or a machine or backend with more memory`;
+  return { fits, sampleRows, microBatchRows, parts, totalBytes: total, limit, summary };
+}
+
+/** planMemory, throwing MemoryPlanError when nothing fits. */
+export function requireMemoryPlan(model: ModelShape, run: RunShape, limit: MemoryLimit): MemoryPlan {
+  const plan = planMemory(model, run, limit);
+  if (!plan.fits) throw new MemoryPlanError(plan);
+  return plan;
+}
+
+/** The wasm backend's heap is 32-bit: it can never grow past 4 GiB, whatever the machine has. */
+export const WASM_HEAP_LIMIT = 4 * 2 ** 30;
+
+/**
+ * The memory a learner may plan with on `backend`: the free system memory, lowered by a cgroup
+ * (container) limit where one is set, and by the wasm heap's 4 GiB on wasm.
+ */
+export function availableMemory(backend: string): MemoryLimit {
+  const limits: MemoryLimit[] = [{ bytes: freemem(), source: 'free system memory' }];
+  const cgroup = cgroupLimit();
+  if (cgroup !== null && cgroup < totalmem()) limits.push({ bytes: cgroup, source: 'the cgroup memory limit' });
+  if (backend === 'wasm') limits.push({ bytes: WASM_HEAP_LIMIT, source: 'the wasm heap (4 GiB at most)' });
+  return limits.reduce((a, b) => (b.bytes < a.bytes ? b : a));
+}
+
+/** cgroup v2's memory.max (or v1's limit_in_bytes) for this process, or null when none is set. */
+function cgroupLimit(): number | null {
+  for (const file of ['/sys/fs/cgroup/memory.max', '/sys/fs/cgroup/memory/memory.limit_in_bytes']) {
+    try {
+      const text = readFileSync(file, 'utf8').trim();
+      if (text === 'max') return null;
+      const bytes = Number(text);
+      return Number.isFinite(bytes) && bytes > 0 ? bytes : null;
+    } catch {
+      // Not this cgroup version (or no cgroups at all): try the next file.
+    }
+  }
+  return null;
+}
+
+const gib = (bytes: number) => `${(bytes / 2 ** 30).toFixed(2)} GiB`;

@@ -1,0 +1,102 @@
+import { describe, expect, it } from 'vitest';
+import type { PretrainedConfig } from '../src/hf/config.js';
+import {
+  availableMemory,
+  embeddedShape,
+  MemoryPlanError,
+  planMemory,
+  pretrainedShape,
+  requireMemoryPlan,
+  WASM_HEAP_LIMIT,
+} from '../src/memory-plan.js';
+import { EMBEDDED_CONFIG } from '../src/state.js';
+
+const QWEN25_05B: PretrainedConfig = {
+  architecture: 'qwen2',
+  vocabSize: 151_936,
+  hiddenSize: 896,
+  intermediateSize: 4864,
+  layers: 24,
+  heads: 14,
+  kvHeads: 2,
+  headDim: 64,
+  ropeTheta: 1_000_000,
+  rmsNormEps: 1e-6,
+  tieWordEmbeddings: true,
+  attentionBias: true,
+  maxPositions: 32_768,
+};
+const SMOLLM2_135M: PretrainedConfig = {
+  architecture: 'llama',
+  vocabSize: 49_152,
+  hiddenSize: 576,
+  intermediateSize: 1536,
+  layers: 30,
+  heads: 9,
+  kvHeads: 3,
+  headDim: 64,
+  ropeTheta: 100_000,
+  rmsNormEps: 1e-5,
+  tieWordEmbeddings: true,
+  attentionBias: false,
+  maxPositions: 8192,
+};
+const ALL = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
+const RUN = { contextLength: 256, sampleRows: 8, microBatchRows: 4, reference: false };
+const GIB = 2 ** 30;
+
+describe('the memory plan', () => {
+  it('counts the parameters of real models exactly as their model cards do', () => {
+    // Qwen2.5-0.5B: 494,032,768 parameters; SmolLM2-135M: 134,515,008; PEFT's r = 16 on every
+    // projection of Qwen2.5-0.5B trains 8,798,208.
+    const qwen = pretrainedShape(QWEN25_05B, { rank: 16, targets: ALL });
+    expect(qwen.frozenParameters).toBe(494_032_768);
+    expect(qwen.trainableParameters).toBe(8_798_208);
+    expect(pretrainedShape(SMOLLM2_135M, { rank: 16, targets: [] }).frozenParameters).toBe(134_515_008);
+  });
+
+  it('fits a model with the micro-batches asked for when there is room, and says what it holds', () => {
+    const plan = planMemory(pretrainedShape(SMOLLM2_135M, { rank: 16, targets: ALL }), RUN, {
+      bytes: 16 * GIB,
+      source: 'free system memory',
+    });
+    expect(plan).toMatchObject({ fits: true, sampleRows: 8, microBatchRows: 4 });
+    expect(plan.totalBytes).toBeLessThan(16 * GIB);
+    expect(plan.parts.weights).toBe((134_515_008 + plan.parts.optimizer / 8) * 4);
+    expect(plan.summary).toMatch(/^memory plan: .* GiB of 16\.00 GiB \(free system memory\)/);
+  });
+
+  it('lowers the micro-batches to fit a tighter limit, and refuses with what it needs when one row does not fit', () => {
+    const qwen = pretrainedShape(QWEN25_05B, { rank: 16, targets: ALL });
+    const limit = { bytes: 8 * GIB, source: 'free system memory' };
+    const plan = planMemory(qwen, { ...RUN, sampleRows: 64, microBatchRows: 32 }, limit);
+    expect(plan.fits).toBe(true);
+    expect(plan.microBatchRows).toBeLessThan(32);
+    // The next row up would not fit.
+    expect(planMemory(qwen, { ...RUN, microBatchRows: plan.microBatchRows + 1 }, limit).microBatchRows).toBe(
+      plan.microBatchRows,
+    );
+    expect(plan.totalBytes).toBeLessThanOrEqual(limit.bytes);
+
+    const tiny = { bytes: 1 * GIB, source: 'the cgroup memory limit' };
+    expect(planMemory(qwen, RUN, tiny)).toMatchObject({ fits: false, sampleRows: 0, microBatchRows: 0 });
+    expect(() => requireMemoryPlan(qwen, RUN, tiny)).toThrow(MemoryPlanError);
+    expect(() => requireMemoryPlan(qwen, RUN, tiny)).toThrow(
+      /does not fit: it needs .* the cgroup memory limit allows 1\.00 GiB/,
+    );
+  });
+
+  it('plans the embedded model in megabytes, and keeps the KL reference when β > 0', () => {
+    const shape = embeddedShape(EMBEDDED_CONFIG, 420_000);
+    const limit = { bytes: 4 * GIB, source: 'x' };
+    const plain = planMemory(shape, { ...RUN, contextLength: 160 }, limit);
+    const withReference = planMemory(shape, { ...RUN, contextLength: 160, reference: true }, limit);
+    expect(plain.totalBytes).toBeLessThan(512 * 2 ** 20);
+    expect(withReference.parts.trainable).toBe(2 * plain.parts.trainable);
+  });
+
+  it('never plans past the wasm heap on wasm, nor past free memory anywhere', () => {
+    expect(availableMemory('wasm').bytes).toBeLessThanOrEqual(WASM_HEAP_LIMIT);
+    expect(availableMemory('cpu').bytes).toBeGreaterThan(0);
+  });
+});
