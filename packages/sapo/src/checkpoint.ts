@@ -16,6 +16,7 @@ import { mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { CheckpointError } from './errors.js';
+import { encodeHeader } from './hf/safetensors.js';
 
 export interface Checkpoint {
   /** Optimizer steps taken, an integer >= 0. */
@@ -137,14 +138,10 @@ export async function encodeCheckpoint(checkpoint: Checkpoint): Promise<Uint8Arr
   };
   const header = { __metadata__: meta, ...tensors };
   meta.header_sha256 = sha256(JSON.stringify(header));
-  const text = new TextEncoder().encode(JSON.stringify(header));
-  // Space-padded to a multiple of 8, as safetensors writers do, so the data section is aligned.
-  const headerLength = Math.ceil(text.length / 8) * 8;
-  const out = new Uint8Array(8 + headerLength + offset);
-  new DataView(out.buffer).setBigUint64(0, BigInt(headerLength), true);
-  out.set(text, 8);
-  out.fill(0x20, 8 + text.length, 8 + headerLength);
-  let at = 8 + headerLength;
+  const head = encodeHeader(header);
+  const out = new Uint8Array(head.length + offset);
+  out.set(head);
+  let at = head.length;
   for (const chunk of chunks) {
     out.set(chunk, at);
     at += chunk.length;
