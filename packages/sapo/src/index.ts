@@ -25,6 +25,25 @@ export {
   saveCheckpoint,
 } from './checkpoint.js';
 export { CheckpointError, SapoError } from './errors.js';
+export { type Architecture, ModelFolderError, type PretrainedConfig, parseConfig } from './hf/config.js';
+export {
+  expectedTensors,
+  type GenerationConfig,
+  type JsonFile,
+  type ModelFolder,
+  type ModelFolderContents,
+  openModelFolder,
+  type TokenizerFiles,
+  writeModelFolder,
+} from './hf/folder.js';
+export {
+  SafetensorsReader,
+  type TensorData,
+  type TensorEntry,
+  type TensorInfo,
+  type WeightDtype,
+  writeSafetensors,
+} from './hf/safetensors.js';
 export { HfTokenizer, HfTokenizerError, type HfTokenizerFiles } from './hf/tokenizer.js';
 export {
   type Learner,
