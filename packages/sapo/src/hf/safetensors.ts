@@ -168,9 +168,9 @@ export class SafetensorsReader {
 
   /**
    * SHA-256 (hex) of the file's size, its header and 16 blocks of 4 KiB spread evenly over its
-   * data (all of it when that is no more). The header alone tells apart shapes and dtypes but not weights:
-   * a fine-tuned model and its base share every header byte; a few sampled blocks tell them apart
-   * without reading a 2 GB file.
+   * data (all of it when that is no more). The header alone tells apart shapes and dtypes but not
+   * weights: a fine-tuned model and its base share every header byte; a few sampled blocks tell
+   * them apart without reading a 2 GB file.
    */
   async fingerprint(): Promise<string> {
     const hash = createHash('sha256').update(`${this.size}\n`).update(this.header);
