@@ -22,8 +22,8 @@ export interface SampleOptions {
   topP?: number;
   /** Reuse keys/values of earlier positions (default). False recomputes the whole sequence each step: the benchmark's baseline. */
   kvCache?: boolean;
-  /** The id that ends a completion. Default vocabSize − 1 (the byte tokenizer's EOS). */
-  eos?: number;
+  /** The id, or ids, that end a completion. Default vocabSize − 1 (the byte tokenizer's EOS). */
+  eos?: number | readonly number[];
   /** Ids never sampled (e.g. PAD and BOS): the distribution drawn from, and so the recorded log-probs, leaves them out. */
   exclude?: readonly number[];
   /**
@@ -63,10 +63,18 @@ export function generateText(
   prompts: readonly string[],
   options: SampleOptions,
 ): TextCompletion[] {
+  // Never sampled: padding and BOS where they are not also a stop id (real tokenizers reuse EOS for
+  // both), and the model's spare vocabulary rows past the tokenizer's last id (padded embeddings).
+  const eos = tokenizer.eosIds ?? [tokenizer.eos];
+  const spare = Array.from(
+    { length: policy.config.vocabSize - tokenizer.vocabSize },
+    (_, i) => tokenizer.vocabSize + i,
+  );
+  const exclude = [tokenizer.pad, tokenizer.bos].filter((id) => id >= 0 && !eos.includes(id));
   const completions = generate(
     policy,
     prompts.map((prompt) => tokenizer.encodePrompt(prompt)),
-    { eos: tokenizer.eos, exclude: [tokenizer.pad, tokenizer.bos], ...options },
+    { eos, exclude: [...exclude, ...spare], ...options },
   );
   return completions.map((completion) => ({ ...completion, text: tokenizer.decode(completion.tokens) }));
 }
@@ -112,7 +120,7 @@ function generateRows(
   rng: RandomGenerator,
 ): Completion[] {
   const { contextLength, vocabSize } = policy.config;
-  const eos = options.eos ?? vocabSize - 1;
+  const eos = new Set([options.eos ?? vocabSize - 1].flat());
   const pad = prompts[0]?.[0] ?? 0; // any id: padded positions are masked out of attention
   const width = Math.max(...prompts.map((p) => p.length));
   const padCount = prompts.map((p) => width - p.length);
@@ -144,7 +152,7 @@ function generateRows(
     rows.forEach((row, r) => {
       const next = done(r) ? pad : pick(logits[r] as Float32Array, options, rng, row);
       (sequences[r] as number[]).push(next);
-      if (next === eos) row.finished = true;
+      if (eos.has(next)) row.finished = true;
     });
     if (!rows.some((_, r) => !done(r))) break;
     const length = width + step + 1;
@@ -208,21 +216,29 @@ function pick(policyLogits: Float32Array, options: SampleOptions, rng: RandomGen
   for (const id of options.exclude ?? []) logits[id] = Number.NEGATIVE_INFINITY;
   const temperature = options.temperature ?? 1;
   if (temperature === 0) {
-    const token = logits.indexOf(Math.max(...logits));
+    let token = 0;
+    for (let id = 1; id < logits.length; id++) if ((logits[id] as number) > (logits[token] as number)) token = id;
     row.tokens.push(token);
     row.logProbs.push(0); // greedy: the distribution drawn from is all on this token
     return token;
   }
-  const order = Array.from(logits.keys()).sort((a, b) => (logits[b] as number) - (logits[a] as number));
   const scaled = logSoftmax(logits, temperature);
-  const k = options.topK !== undefined && options.topK > 0 ? Math.min(options.topK, order.length) : order.length;
+  const topK = options.topK ?? 0;
   const topP = options.topP ?? 1;
-  const kept: number[] = [];
+  let kept: number[];
   let mass = 0;
-  for (const id of order.slice(0, k)) {
-    kept.push(id);
-    mass += Math.exp(scaled[id] as number);
-    if (mass >= topP) break;
+  if (topK <= 0 && topP >= 1) {
+    // The whole distribution, in id order: no sort of a real model's 150 000-entry vocabulary.
+    kept = Array.from(logits.keys());
+    for (const value of scaled) mass += Math.exp(value);
+  } else {
+    const order = Array.from(logits.keys()).sort((a, b) => (logits[b] as number) - (logits[a] as number));
+    kept = [];
+    for (const id of order.slice(0, topK > 0 ? Math.min(topK, order.length) : order.length)) {
+      kept.push(id);
+      mass += Math.exp(scaled[id] as number);
+      if (mass >= topP) break;
+    }
   }
   let u = uniformFloat64(rng) * mass;
   let token = kept[kept.length - 1] as number;

@@ -395,9 +395,10 @@ export class SapoLearner {
     if (!(epsLow >= 0 && epsLow < 1 && epsHigh >= 0 && beta >= 0 && learningRate > 0 && maxGradNorm > 0)) {
       throw new RangeError('need 0 <= epsLow < 1, epsHigh >= 0, beta >= 0, learningRate > 0 and maxGradNorm > 0');
     }
-    if (tokenizer.vocabSize !== policy.config.vocabSize) {
+    // A model may have spare vocabulary rows (padded embeddings), never fewer rows than ids.
+    if (tokenizer.vocabSize > policy.config.vocabSize) {
       throw new RangeError(
-        `tokenizer ${tokenizer.id} has ${tokenizer.vocabSize} ids, the policy ${policy.config.vocabSize}`,
+        `tokenizer ${tokenizer.id} has ${tokenizer.vocabSize} ids, more than the policy's ${policy.config.vocabSize} embeddings`,
       );
     }
     this.policy = policy;

@@ -8,10 +8,16 @@ import { SapoError } from './errors.js';
 export interface Tokenizer {
   /** Stored in checkpoints; a checkpoint only loads with the tokenizer it was trained with. */
   readonly id: string;
+  /** Ids it produces: 0 to vocabSize − 1. A model's vocabulary may be larger (padded embeddings), never smaller. */
   readonly vocabSize: number;
+  /** A filler for masked batch positions; may equal a real id (e.g. EOS), so samplers never exclude it by id alone. */
   readonly pad: number;
+  /** The id a prompt starts with, or -1 when the model has none (Qwen2). */
   readonly bos: number;
+  /** The end-of-sequence id appended to finished completions. */
   readonly eos: number;
+  /** Every id that ends a completion (EOS first), where there are several (chat models' end-of-turn). Default [eos]. */
+  readonly eosIds?: readonly number[];
   /** The ids a completion is generated after: BOS, the prompt, and the prompt/answer separator. */
   encodePrompt(prompt: string): number[];
   /**

@@ -71,4 +71,20 @@ describe('sampling', () => {
     expect(() => generate(policy, prompts, { ...greedy, microBatchRows: 0 })).toThrow(/microBatchRows/);
     policy.dispose();
   });
+
+  it('stops at any of several EOS ids, and never samples excluded ids (a tokenizer with fewer ids than the model)', () => {
+    const policy = Policy.create(TINY, { seed: 3 });
+    const prompts = Array.from({ length: 6 }, (_, i) => tokenizer.encodePrompt(`p${i}`));
+    const free = generate(policy, prompts, { maxNewTokens: 12, seed: 5, eos: [] });
+    // Two ids the untrained policy samples early become the stop ids: every row ends at the first of either.
+    const [a, b] = [free[0]?.tokens[0] as number, free[1]?.tokens[0] as number];
+    for (const row of generate(policy, prompts, { maxNewTokens: 12, seed: 5, eos: [a, b] })) {
+      const stop = row.tokens.findIndex((id) => id === a || id === b);
+      expect(row.finished).toBe(stop >= 0);
+      if (row.finished) expect(stop).toBe(row.tokens.length - 1);
+    }
+    const spare = Array.from({ length: 200 }, (_, i) => 59 + i); // ids 59..258 left out, as past a small tokenizer's vocabulary
+    for (const row of generate(policy, prompts, { maxNewTokens: 12, seed: 5, eos: [], exclude: spare }))
+      expect(row.tokens.every((id) => id < 59)).toBe(true);
+  });
 });
