@@ -55,6 +55,20 @@ export {
 } from './learner.js';
 export { LearnerCrashedError } from './learner-protocol.js';
 export {
+  availableMemory,
+  embeddedShape,
+  type MemoryLimit,
+  type MemoryPlan,
+  MemoryPlanError,
+  type ModelShape,
+  planMemory,
+  pretrainedShape,
+  projectionShapes,
+  type RunShape,
+  requireMemoryPlan,
+  WASM_HEAP_LIMIT,
+} from './memory-plan.js';
+export {
   defaultGraph,
   type GraphKind,
   type KVCache,
@@ -64,6 +78,16 @@ export {
   REFERENCE_CONFIG,
   validateConfig,
 } from './model.js';
+export {
+  type BaseWeights,
+  type CausalLM,
+  DEFAULT_LORA,
+  LORA_TARGETS,
+  type LoraSettings,
+  type LoraTarget,
+  type PretrainedOptions,
+  PretrainedPolicy,
+} from './pretrained.js';
 export { type Completion, generate, generateText, type SampleOptions, type TextCompletion } from './sample.js';
 export {
   type Batch,
@@ -84,10 +108,13 @@ export {
   selectGroups,
 } from './sapo.js';
 export {
+  adapterConfig,
   EMBEDDED_CONFIG,
   EMBEDDED_MODEL_PATH,
   learnerCheckpoint,
   openLearnerCheckpoint,
+  openPretrainedLearner,
+  type PretrainedLearnerOptions,
   restoreLearner,
 } from './state.js';
 export { ByteTokenizer, type Tokenizer, TokenizerError } from './tokenizer.js';

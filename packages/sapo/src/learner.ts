@@ -11,21 +11,34 @@
  *   const file = await learner.save(dir, { round: '12' });
  *   await learner.close();
  */
+import { stat } from 'node:fs/promises';
 import { type ResourceLimits, Worker } from 'node:worker_threads';
 import * as tf from '@tensorflow/tfjs-core';
 import { type BackendInfo, type BackendName, selectBackend } from './backend.js';
 import { saveCheckpoint } from './checkpoint.js';
 import { deserializeError, LearnerCrashedError, type Reply, type Request } from './learner-protocol.js';
-import type { PolicyConfig } from './model.js';
+import { availableMemory, type MemoryLimit, type MemoryPlan } from './memory-plan.js';
+import type { LoraSettings } from './pretrained.js';
 import { generateText, type SampleOptions, type TextCompletion } from './sample.js';
 import type { RolloutGroup, SapoLearner, SapoOptions, StepReport } from './sapo.js';
-import { learnerCheckpoint, openLearnerCheckpoint } from './state.js';
+import { learnerCheckpoint, openLearnerCheckpoint, openPretrainedLearner } from './state.js';
 import { ByteTokenizer } from './tokenizer.js';
 
-/** What to load: a checkpoint file (the embedded base model is one) and how to train it. */
+/**
+ * What to load and how to train it: a checkpoint file of the embedded model (the embedded base is
+ * one), or a Hugging Face model folder trained with LoRA adapters.
+ */
 export interface LearnerSpec {
-  /** Checkpoint to start from; a damaged file is a CheckpointError, never a fresh model. */
+  /** A checkpoint file, or a model folder; a damaged one is an error, never a fresh model. */
   model: string;
+  /** For a model folder: the adapter checkpoint to resume from (none: fresh adapters). */
+  resume?: string;
+  /** For a model folder: LoRA rank, alpha and target projections (DEFAULT_LORA for the rest). */
+  lora?: Partial<LoraSettings>;
+  /** For a model folder: the longest prompt + completion in tokens. Default 384. */
+  contextLength?: number;
+  /** For a model folder: bytes the memory plan may use at most (below what the machine and backend allow). */
+  memoryLimit?: number;
   /** SAPO settings (DEFAULT_SAPO_OPTIONS for the rest). */
   sapo?: Partial<SapoOptions>;
   /** Tensor backend. Default 'auto'. */
@@ -34,7 +47,8 @@ export interface LearnerSpec {
 
 /** Facts about the loaded model, fixed for the learner's life. */
 export interface LearnerInfo {
-  config: PolicyConfig;
+  /** What a checkpoint of this learner records of its model (and must match to resume). */
+  config: Record<string, unknown>;
   tokenizer: string;
   options: SapoOptions;
   backend: BackendInfo;
@@ -42,6 +56,8 @@ export interface LearnerInfo {
   /** The checkpoint's step count and metadata (e.g. the round it was saved at). */
   startStep: number;
   metadata: Record<string, string>;
+  /** For a model folder, the memory plan it was loaded with; null for the embedded model. */
+  memoryPlan: MemoryPlan | null;
 }
 
 /** Memory of the learner's side, sampled after each call that allocates. */
@@ -74,26 +90,46 @@ export interface Learner {
 /** A learner on the calling thread. */
 export async function openLearner(spec: LearnerSpec): Promise<Learner> {
   const backend = await selectBackend({ backend: spec.backend ?? 'auto' });
-  const tokenizer = new ByteTokenizer();
-  const { learner, metadata } = await openLearnerCheckpoint(spec.model, tokenizer, spec.sapo ?? {});
-  return new InThreadLearner(learner, backend, metadata);
+  const folder = (await stat(spec.model).catch(() => null))?.isDirectory() === true;
+  if (!folder) {
+    const { learner, metadata } = await openLearnerCheckpoint(spec.model, new ByteTokenizer(), spec.sapo ?? {});
+    return new InThreadLearner(learner, backend, metadata, { ...learner.policy.config }, null);
+  }
+  const { learner, metadata, plan, checkpointConfig } = await openPretrainedLearner(spec.model, {
+    ...(spec.resume === undefined ? {} : { resume: spec.resume }),
+    ...(spec.lora === undefined ? {} : { lora: spec.lora }),
+    ...(spec.contextLength === undefined ? {} : { contextLength: spec.contextLength }),
+    sapo: spec.sapo ?? {},
+    memory: withinLimit(availableMemory(backend.name), spec.memoryLimit),
+  });
+  return new InThreadLearner(learner, backend, metadata, checkpointConfig, plan);
 }
+
+const withinLimit = (available: MemoryLimit, limit: number | undefined): MemoryLimit =>
+  limit === undefined || limit >= available.bytes ? available : { bytes: limit, source: 'the memory limit set' };
 
 class InThreadLearner implements Learner {
   readonly info: LearnerInfo;
   readonly #learner: SapoLearner;
   #closed = false;
 
-  constructor(learner: SapoLearner, backend: BackendInfo, metadata: Record<string, string>) {
+  constructor(
+    learner: SapoLearner,
+    backend: BackendInfo,
+    metadata: Record<string, string>,
+    config: Record<string, unknown>,
+    memoryPlan: MemoryPlan | null,
+  ) {
     this.#learner = learner;
     this.info = {
-      config: { ...learner.policy.config },
+      config,
       tokenizer: learner.tokenizer.id,
       options: { ...learner.options },
       backend,
       parameters: learner.policy.parameterCount(),
       startStep: learner.steps,
       metadata,
+      memoryPlan,
     };
   }
 
@@ -105,7 +141,11 @@ class InThreadLearner implements Learner {
     const { policy, tokenizer } = this.#learner;
     const fits = prompts.map((prompt) => tokenizer.encodePrompt(prompt).length < policy.config.contextLength);
     const kept = prompts.filter((_, i) => fits[i]);
-    const completions = kept.length === 0 ? [] : generateText(policy, tokenizer, kept, options);
+    // The memory plan's rows sampled at once, unless the caller chose.
+    const rows = this.info.memoryPlan?.sampleRows;
+    const planned =
+      rows === undefined || options.microBatchRows !== undefined ? options : { ...options, microBatchRows: rows };
+    const completions = kept.length === 0 ? [] : generateText(policy, tokenizer, kept, planned);
     return fits.map((fit) => (fit ? (completions.shift() as TextCompletion) : null));
   }
 
@@ -114,7 +154,7 @@ class InThreadLearner implements Learner {
   }
 
   async save(dir: string, metadata: Record<string, string>, keep = 3): Promise<string> {
-    const state = await learnerCheckpoint(this.#learner, metadata);
+    const state = await learnerCheckpoint(this.#learner, metadata, this.info.config);
     try {
       return await saveCheckpoint(dir, state, { keep });
     } finally {

@@ -205,7 +205,7 @@ export function availableMemory(backend: string): MemoryLimit {
   const limits: MemoryLimit[] = [{ bytes: freemem(), source: 'free system memory' }];
   const cgroup = cgroupLimit();
   if (cgroup !== null && cgroup < totalmem()) limits.push({ bytes: cgroup, source: 'the cgroup memory limit' });
-  if (backend === 'wasm') limits.push({ bytes: WASM_HEAP_LIMIT, source: 'the wasm heap (4 GiB at most)' });
+  if (backend === 'wasm') limits.push({ bytes: WASM_HEAP_LIMIT, source: 'the wasm heap, 4 GiB at most' });
   return limits.reduce((a, b) => (b.bytes < a.bytes ? b : a));
 }
 

@@ -6,7 +6,8 @@ import * as tf from '@tensorflow/tfjs-core';
 import { uniformFloat64 } from 'pure-rand/distribution/uniformFloat64';
 import { mersenne } from 'pure-rand/generator/mersenne';
 import type { RandomGenerator } from 'pure-rand/types/RandomGenerator';
-import type { KVCache, Policy } from './model.js';
+import type { KVCache } from './model.js';
+import type { CausalLM } from './pretrained.js';
 import type { Tokenizer } from './tokenizer.js';
 
 export interface SampleOptions {
@@ -58,7 +59,7 @@ export interface TextCompletion extends Completion {
 
 /** Completions of text prompts: encodes them, generates, and decodes the results. */
 export function generateText(
-  policy: Policy,
+  policy: CausalLM,
   tokenizer: Tokenizer,
   prompts: readonly string[],
   options: SampleOptions,
@@ -81,7 +82,7 @@ export function generateText(
 
 /** Completions of prompts given as token ids (batched in chunks of microBatchRows; rows may differ in length). */
 export function generate(
-  policy: Policy,
+  policy: CausalLM,
   prompts: readonly (readonly number[])[],
   options: SampleOptions,
 ): Completion[] {
@@ -114,7 +115,7 @@ export function generate(
 
 /** generate for one chunk of rows, drawing from `rng`. */
 function generateRows(
-  policy: Policy,
+  policy: CausalLM,
   prompts: readonly (readonly number[])[],
   options: SampleOptions,
   rng: RandomGenerator,
@@ -180,7 +181,7 @@ function generateRows(
 
 /** One forward pass over whole sequences: the last column's logits (a Float32Array per row) and every key and value. */
 function readAll(
-  policy: Policy,
+  policy: CausalLM,
   sequences: number[][],
   positions: tf.Tensor2D,
   bias: tf.Tensor4D,

@@ -27,7 +27,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { uniformInt } from 'pure-rand/distribution/uniformInt';
 import { mersenne } from 'pure-rand/generator/mersenne';
 import type { RandomGenerator } from 'pure-rand/types/RandomGenerator';
-import type { Policy } from './model.js';
+import type { CausalLM } from './pretrained.js';
 import { type Tokenizer, TokenizerError } from './tokenizer.js';
 
 /** One prompt's completions and their rewards: what SAPO filters, mixes and learns from. */
@@ -374,7 +374,7 @@ function microBatches(batch: Batch, rows: number): { microBatches: MicroBatch[];
 }
 
 export class SapoLearner {
-  readonly policy: Policy;
+  readonly policy: CausalLM;
   readonly tokenizer: Tokenizer;
   readonly options: Readonly<SapoOptions>;
   readonly optimizer: tf.AdamOptimizer;
@@ -382,7 +382,7 @@ export class SapoLearner {
   #steps: number;
 
   /** `steps` is the count already taken, when resuming from a checkpoint. */
-  constructor(policy: Policy, tokenizer: Tokenizer, options: Partial<SapoOptions> = {}, steps = 0) {
+  constructor(policy: CausalLM, tokenizer: Tokenizer, options: Partial<SapoOptions> = {}, steps = 0) {
     this.options = Object.freeze({ ...DEFAULT_SAPO_OPTIONS, ...options });
     const { localGroups, externalGroups, passes, microBatchRows, epsLow, epsHigh, beta, learningRate, maxGradNorm } =
       this.options;
