@@ -9,7 +9,8 @@ export type NodeErrorCode =
   | 'IDENTITY_CORRUPT'
   | 'PORT_IN_USE'
   | 'STATUS_UNREACHABLE'
-  | 'LEARNER_CRASHED';
+  | 'LEARNER_CRASHED'
+  | 'CHECKPOINTS_OF_ANOTHER_MODEL';
 
 const USAGE_CODES: ReadonlySet<NodeErrorCode> = new Set(['BAD_CONFIG', 'BAD_ADDRESS']);
 

@@ -21,6 +21,7 @@ import {
   type Learner,
   LearnerCrashedError,
   type LearnerMemory,
+  type LoraSettings,
   latestCheckpoint,
   parseBackendName,
   removeUnfinishedSaves,
@@ -75,6 +76,17 @@ export interface NodeOptions {
   keepCheckpoints?: number;
   /** Backend name for the learner (see @swarm-node/sapo). Default 'auto'. */
   backend?: string;
+  /**
+   * A Hugging Face model folder (Llama, Qwen2) to train with LoRA; checkpoints then hold its
+   * adapters and resume on this base only. Default: the embedded model.
+   */
+  model?: string;
+  /** LoRA rank, alpha and target projections for a model folder (default r 16, alpha 32, every projection). */
+  lora?: Partial<LoraSettings>;
+  /** Longest prompt + completion in tokens, for a model folder. Default 384. */
+  contextLength?: number;
+  /** Most tokens sampled per completion. Default 48. */
+  maxNewTokens?: number;
   /** Seeds the round loop's draws and the learner's draw of peers' groups; default derived from the peer id. */
   seed?: number;
   /** Status/metrics HTTP address. Default 127.0.0.1, port 0 (any free port, written to the data dir); null turns it off. */
@@ -88,6 +100,8 @@ export interface RolloutTotals {
   sent: number;
   /** Verdicts on peers' messages by topic and `verdict:reason`. */
   received: Record<string, Record<string, number>>;
+  /** Peers' rollout groups accepted, by producer peer id (a training node; empty on a relay). */
+  acceptedByProducer: Record<string, number>;
 }
 
 export interface NodeStatus {
@@ -114,6 +128,13 @@ export interface NodeStatus {
   /** This process (bytes) and the learner worker's tensors and wasm heap. */
   memory: { rss: number; heapUsed: number; external: number; learner: LearnerMemory | null };
   backend: BackendInfo | null;
+  /** What the learner trains: the embedded model or a model folder, its checkpoint config, trainable weights and memory plan. */
+  model: {
+    source: string;
+    config: Record<string, unknown>;
+    trainableParameters: number;
+    memoryPlan: string | null;
+  } | null;
   checkpoint: string | null;
   startedAt: string;
 }
@@ -200,19 +221,34 @@ export class SwarmNode extends EventEmitter<{ round: [RoundMetrics]; checkpoint:
     if (training) {
       checkpoint = await latestCheckpoint(checkpointDir);
       // A damaged latest checkpoint stops the node (CheckpointError); it is never replaced by the base model.
-      learner = await startLearnerWorker({
-        model: checkpoint ?? EMBEDDED_MODEL_PATH,
-        backend: parseBackendName(options.backend ?? 'auto'),
-        sapo: {
-          localGroups: options.localGroups ?? 6,
-          externalGroups: options.externalGroups ?? 2,
-          // Each node draws peers' groups with its own seed, not all the same indices at the same step.
-          seed: hashToSeed('swarm-node/sapo', seed),
-          ...(options.learningRate === undefined ? {} : { learningRate: options.learningRate }),
-          ...(options.passes === undefined ? {} : { passes: options.passes }),
-          ...(options.beta === undefined ? {} : { beta: options.beta }),
-        },
-      });
+      try {
+        learner = await startLearnerWorker({
+          // A model folder is the base its adapter checkpoints resume on; the embedded model's
+          // checkpoints hold every weight.
+          ...(options.model === undefined
+            ? { model: checkpoint ?? EMBEDDED_MODEL_PATH }
+            : { model: options.model, ...(checkpoint === null ? {} : { resume: checkpoint }) }),
+          ...(options.lora === undefined ? {} : { lora: options.lora }),
+          ...(options.contextLength === undefined ? {} : { contextLength: options.contextLength }),
+          backend: parseBackendName(options.backend ?? 'auto'),
+          sapo: {
+            localGroups: options.localGroups ?? 6,
+            externalGroups: options.externalGroups ?? 2,
+            // Each node draws peers' groups with its own seed, not all the same indices at the same step.
+            seed: hashToSeed('swarm-node/sapo', seed),
+            ...(options.learningRate === undefined ? {} : { learningRate: options.learningRate }),
+            ...(options.passes === undefined ? {} : { passes: options.passes }),
+            ...(options.beta === undefined ? {} : { beta: options.beta }),
+          },
+        });
+      } catch (error) {
+        if ((error as { code?: string }).code !== 'CHECKPOINT_MISMATCH') throw error;
+        throw new NodeError(
+          'CHECKPOINTS_OF_ANOTHER_MODEL',
+          `${(error as Error).message}. ${checkpointDir} holds checkpoints of another model: start with the model they were trained on, or give this one its own --data-dir`,
+          { cause: error },
+        );
+      }
     }
     let host: Host | undefined;
     try {
@@ -276,6 +312,7 @@ export class SwarmNode extends EventEmitter<{ round: [RoundMetrics]; checkpoint:
             groupSize: options.groupSize ?? 8,
             propose: parts.roles.includes('proposer'),
             heldOut: { every: options.heldOutEvery ?? 25, difficulty: options.heldOutDifficulty ?? 1 },
+            sampling: { maxNewTokens: options.maxNewTokens ?? 48 },
             seed: parts.seed,
             startRound: this.startRound,
           });
@@ -313,7 +350,11 @@ export class SwarmNode extends EventEmitter<{ round: [RoundMetrics]; checkpoint:
       policyVersion: learner?.steps ?? null,
       reward: this.#stats.reward(),
       externalGroupsUsed: this.#stats.externalGroupsUsed,
-      rollouts: { sent: this.#stats.rolloutsSent, received },
+      rollouts: {
+        sent: this.#stats.rolloutsSent,
+        received,
+        acceptedByProducer: Object.fromEntries(this.#loop?.acceptedByProducer ?? []),
+      },
       learner:
         learner === null
           ? null
@@ -331,6 +372,15 @@ export class SwarmNode extends EventEmitter<{ round: [RoundMetrics]; checkpoint:
         learner: this.#learnerMemory,
       },
       backend: learner?.info.backend ?? null,
+      model:
+        learner === null
+          ? null
+          : {
+              source: this.#options.model ?? 'embedded',
+              config: learner.info.config,
+              trainableParameters: learner.info.parameters,
+              memoryPlan: learner.info.memoryPlan?.summary ?? null,
+            },
       checkpoint: this.#checkpoint,
       startedAt: this.#startedAt,
     };

@@ -4,9 +4,12 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { writeTinyModel } from '../../sapo/test/fixtures/tiny-models.js';
 import { BIN, eventually, fetchStatus, type NodeProcess, spawnNode, stopNode } from './helpers/processes.js';
 
-// One bootstrap peer and three training nodes, each a real process on loopback (needs `npm run build`).
+// One bootstrap peer and four training nodes, each a real process on loopback (needs `npm run build`):
+// three on the embedded model and one on a Hugging Face folder (a tiny random Qwen2 with LoRA) —
+// different models and tokenizers in one swarm, sharing text.
 const LOOPBACK = ['--listen', '/ip4/127.0.0.1/tcp/0', '--no-mdns', '--swarm', 'ci-swarm'];
 
 interface Status {
@@ -16,7 +19,11 @@ interface Status {
   policyVersion: number | null;
   externalGroupsUsed: number;
   peers: unknown[];
-  rollouts: { received: { rollouts: Record<string, number>; tasks: Record<string, number> } };
+  rollouts: {
+    received: { rollouts: Record<string, number>; tasks: Record<string, number> };
+    acceptedByProducer: Record<string, number>;
+  };
+  model: { source: string; config: Record<string, unknown> } | null;
   memory: { rss: number; learner: { wasmHeapBytes: number | null } | null };
 }
 
@@ -46,9 +53,11 @@ describe('a swarm of swarm-node processes', () => {
     const seedAddress = (seedStarted.addresses as string[])[0] as string;
     expect(seedAddress).toMatch(/^\/ip4\/127\.0\.0\.1\/tcp\/\d+\/p2p\/12D3KooW/);
 
-    const startNode = (name: string) => {
+    const model = (await writeTinyModel(join(dir, 'tiny-qwen2'), { architecture: 'qwen2', dtype: 'BF16' })).dir;
+    const startNode = (name: string, extra: string[] = []) => {
       const node = spawnNode([
         'start',
+        ...extra,
         '--data-dir',
         join(dir, name),
         '--bootstrap',
@@ -62,7 +71,7 @@ describe('a swarm of swarm-node processes', () => {
       processes.push(node);
       return node;
     };
-    const nodes = ['a', 'b', 'c'].map(startNode);
+    const nodes = [...['a', 'b', 'c'].map((name) => startNode(name)), startNode('lora', ['--model', model])];
     const urls = await Promise.all(
       nodes.map(
         async (node) => (await node.waitFor((l) => l.event === 'started', 'a node to start')).statusUrl as string,
@@ -84,6 +93,22 @@ describe('a swarm of swarm-node processes', () => {
       ),
     );
     for (const status of statuses) expect(status.peers.length).toBeGreaterThanOrEqual(1);
+    // Both ways between models: the folder model trains on the embedded models' rollouts (above),
+    // and they accept its rollouts, each re-tokenizing the other's text with its own tokenizer.
+    const lora = statuses[3] as Status;
+    expect(lora.model).toMatchObject({ source: model, config: { kind: 'lora', architecture: 'qwen2' } });
+    await Promise.all(
+      urls
+        .slice(0, 3)
+        .map((url) =>
+          eventually(
+            async () =>
+              ((await fetchStatus(url)) as unknown as Status).rollouts.acceptedByProducer[lora.peerId] ?? undefined,
+            `${url} to accept the folder model's rollouts`,
+            240_000,
+          ),
+        ),
+    );
 
     // 50 rounds on the defaults: no task or rollout of an honest node is refused, here or at the seed.
     const seedUrl = (await seed.waitFor((l) => l.event === 'started', 'the seed')).statusUrl as string;

@@ -99,6 +99,8 @@ export class RoundLoop {
   readonly proposer: Proposer;
   readonly evaluator: Evaluator;
   readonly pool: TaskPool;
+  /** Peers' rollout groups accepted, by producer (the most recently heard 1 024 producers). */
+  readonly acceptedByProducer = new Map<string, number>();
   readonly #options: Required<Omit<RoundLoopOptions, 'proposer' | 'heldOut'>>;
   readonly #heldOut: Required<NonNullable<RoundLoopOptions['heldOut']>>;
   readonly #external: Buffered[] = [];
@@ -334,6 +336,11 @@ export class RoundLoop {
       this.#external.splice(this.#external.lastIndexOf(mine.at(-1) as Buffered), 1);
     }
     this.#external.unshift({ group, producer: from, time: rollout.time });
+    const accepted = (this.acceptedByProducer.get(from) ?? 0) + 1;
+    this.acceptedByProducer.delete(from);
+    this.acceptedByProducer.set(from, accepted);
+    if (this.acceptedByProducer.size > 1024)
+      this.acceptedByProducer.delete(this.acceptedByProducer.keys().next().value as string);
     if (this.#external.length > externalBufferSize) this.#external.pop();
     if (rollout.task.proposer === this.transport.peerId) {
       this.proposer.observe(rollout.task.family, rollout.task.difficulty, rollout.rewards);

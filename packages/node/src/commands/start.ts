@@ -4,8 +4,8 @@
  */
 import { join } from 'node:path';
 import { LIMITS, type RoundMetrics } from '@swarm-node/roles';
-import { BACKEND_NAMES, describeBackend } from '@swarm-node/sapo';
-import { Command } from 'commander';
+import { BACKEND_NAMES, DEFAULT_LORA, describeBackend, LORA_TARGETS, type LoraTarget } from '@swarm-node/sapo';
+import { Command, InvalidArgumentError } from 'commander';
 import {
   addNetworkOptions,
   DEFAULT_DATA_DIR,
@@ -45,6 +45,12 @@ interface StartSettings extends NetworkSettings {
   heldOutDifficulty: number;
   rounds: number;
   backend: string;
+  model?: string;
+  loraRank: number;
+  loraAlpha: number;
+  loraTargets: LoraTarget[];
+  contextLength?: number;
+  maxNewTokens: number;
   checkpointEvery: number;
   keepCheckpoints: number;
   seed?: number;
@@ -109,6 +115,37 @@ export function startCommand(): Command {
         .default('auto'),
     )
     .addOption(
+      setting(
+        '--model <dir>',
+        'a Hugging Face model folder (Llama, Qwen2) to train with LoRA (default: the embedded model)',
+      ),
+    )
+    .addOption(
+      setting('--lora-rank <r>', 'LoRA rank r, for --model')
+        .default(DEFAULT_LORA.rank)
+        .argParser(integer('--lora-rank', 1, 1024)),
+    )
+    .addOption(
+      setting('--lora-alpha <a>', 'LoRA alpha: updates are scaled by alpha / r, for --model')
+        .default(DEFAULT_LORA.alpha)
+        .argParser(positiveNumber('--lora-alpha')),
+    )
+    .addOption(
+      setting('--lora-targets <names>', 'projections LoRA adapts in every layer, comma-separated, for --model')
+        .default([...LORA_TARGETS], LORA_TARGETS.join(','))
+        .argParser(loraTargets),
+    )
+    .addOption(
+      setting('--context-length <n>', 'longest prompt + completion in tokens, for --model (default 384)').argParser(
+        integer('--context-length', 16),
+      ),
+    )
+    .addOption(
+      setting('--max-new-tokens <n>', 'most tokens sampled per completion')
+        .default(48)
+        .argParser(integer('--max-new-tokens', 1)),
+    )
+    .addOption(
       setting('--checkpoint-every <n>', 'save the model every n rounds (and on stop)')
         .default(10)
         .argParser(integer('--checkpoint-every', 1)),
@@ -139,6 +176,14 @@ export function startCommand(): Command {
           backend: settings.backend,
           checkpointEvery: settings.checkpointEvery,
           keepCheckpoints: settings.keepCheckpoints,
+          maxNewTokens: settings.maxNewTokens,
+          ...(settings.model === undefined
+            ? {}
+            : {
+                model: settings.model,
+                lora: { rank: settings.loraRank, alpha: settings.loraAlpha, targets: settings.loraTargets },
+              }),
+          ...(settings.contextLength === undefined ? {} : { contextLength: settings.contextLength }),
           ...(settings.learningRate === undefined ? {} : { learningRate: settings.learningRate }),
           ...(settings.seed === undefined ? {} : { seed: settings.seed }),
         },
@@ -146,6 +191,20 @@ export function startCommand(): Command {
       );
     });
   return command;
+}
+
+function loraTargets(value: string): LoraTarget[] {
+  const names = value
+    .split(',')
+    .map((name) => name.trim())
+    .filter((name) => name !== '');
+  const unknown = names.filter((name) => !(LORA_TARGETS as readonly string[]).includes(name));
+  if (names.length === 0 || unknown.length > 0) {
+    throw new InvalidArgumentError(
+      `--lora-targets names projections among ${LORA_TARGETS.join(', ')}${unknown.length > 0 ? `; unknown: ${unknown.join(', ')}` : ''}.`,
+    );
+  }
+  return [...new Set(names)] as LoraTarget[];
 }
 
 export function bootstrapCommand(): Command {
@@ -244,10 +303,16 @@ function humanLogger(): Logger {
         ...status.addresses.map((address) => `  listening  ${address}`),
       ];
       if (status.backend !== null) lines.push(`  backend    ${describeBackend(status.backend)}`);
-      if (status.mode === 'peer') {
-        lines.push(
-          `  model      ${status.checkpoint === null ? 'embedded base model (docs/MODEL.md)' : `resumed from ${status.checkpoint}, round ${node.startRound}`}`,
-        );
+      if (status.mode === 'peer' && status.model !== null) {
+        const { source, trainableParameters, memoryPlan } = status.model;
+        const base =
+          source === 'embedded'
+            ? 'embedded base model (docs/MODEL.md)'
+            : `${source}, LoRA adapters of ${(trainableParameters / 1e6).toFixed(2)} M parameters`;
+        const resumed =
+          status.checkpoint === null ? '' : `; resumed from ${status.checkpoint}, round ${node.startRound}`;
+        lines.push(`  model      ${base}${resumed}`);
+        if (memoryPlan !== null) lines.push(`  memory     ${memoryPlan.replace(/^memory plan: /, '')}`);
       }
       const seeds = options.bootstrap ?? [];
       lines.push(
