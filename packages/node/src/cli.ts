@@ -4,6 +4,7 @@ import { SapoError } from '@swarm-node/sapo';
 import { TaskError } from '@swarm-node/tasks';
 import { Command, CommanderError } from 'commander';
 import { evalCommand } from './commands/eval.js';
+import { exportCommand } from './commands/export.js';
 import { idCommand, pskCommand, statusCommand } from './commands/node-info.js';
 import { bootstrapCommand, startCommand } from './commands/start.js';
 import { tasksCommand } from './commands/tasks.js';
@@ -27,6 +28,7 @@ export function createProgram(): Command {
     .addCommand(statusCommand())
     .addCommand(pskCommand())
     .addCommand(evalCommand())
+    .addCommand(exportCommand())
     .addCommand(tasksCommand());
 }
 

@@ -4,6 +4,7 @@ import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { writeTinyModel } from '../../sapo/test/fixtures/tiny-models.js';
 import { BIN } from './helpers/processes.js';
 
 // The node commands as a person runs them: real processes, real files, real ports.
@@ -38,6 +39,55 @@ describe('swarm-node node commands', () => {
     expect(stdout.match(/^round \d+ +reward/gm)).toHaveLength(2);
     expect(stdout).toMatch(/^stopped: .*checkpoint=.*step-\d+\.safetensors/m);
   });
+
+  it('start --model trains a model folder, export writes it merged or as adapters, and another model in the data dir is refused', async () => {
+    const model = (await writeTinyModel(join(dir, 'tiny'), { architecture: 'llama' })).dir;
+    const data = join(dir, 'lora');
+    const run = swarmNode(
+      'start',
+      '--model',
+      model,
+      '--data-dir',
+      data,
+      '--rounds',
+      '2',
+      '--lora-rank',
+      '4',
+      ...LOOPBACK,
+    );
+    expect(run.code).toBe(0);
+    expect(run.stdout).toMatch(/model +.*tiny, LoRA adapters of [\d.]+ M parameters/);
+    expect(run.stdout).toMatch(/memory +[\d.]+ GiB of [\d.]+ GiB/);
+    expect(run.stdout).toMatch(/^stopped: .*checkpoint=.*step-\d+\.safetensors/m);
+
+    const merged = swarmNode('export', '--model', model, '--data-dir', data, '--out', join(dir, 'merged'), '--merge');
+    expect(merged.code).toBe(0);
+    expect(merged.stdout).toMatch(/^wrote .*merged: .* with the adapters merged in \(F32\)/);
+    // The merged folder is a model folder a node can start from.
+    const again = swarmNode(
+      'start',
+      '--model',
+      join(dir, 'merged'),
+      '--data-dir',
+      join(dir, 'merged-run'),
+      '--rounds',
+      '1',
+      ...LOOPBACK,
+    );
+    expect(again.code).toBe(0);
+    expect(swarmNode('export', '--model', model, '--data-dir', data, '--out', join(dir, 'peft')).stdout).toMatch(
+      /PEFT/,
+    );
+
+    const embedded = swarmNode('start', '--data-dir', data, '--rounds', '1', ...LOOPBACK);
+    expect(embedded.code).toBe(1);
+    expect(embedded.stderr).toMatch(
+      /holds checkpoints of another model: start with the model they were trained on, or give this one its own --data-dir/,
+    );
+    const bad = swarmNode('start', '--model', model, '--lora-targets', 'q_proj,nope', '--data-dir', data, ...LOOPBACK);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/--lora-targets names projections among q_proj, .*; unknown: nope/);
+  }, 120_000);
 
   it('refuses a bootstrap address without a peer id, before touching the network (exit 2)', () => {
     const { code, stderr } = swarmNode(

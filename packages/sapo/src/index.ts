@@ -26,6 +26,7 @@ export {
 } from './checkpoint.js';
 export { CheckpointError, SapoError } from './errors.js';
 export { type Architecture, ModelFolderError, type PretrainedConfig, parseConfig } from './hf/config.js';
+export { writeAdapterFolder, writeMergedFolder } from './hf/export.js';
 export {
   expectedTensors,
   type GenerationConfig,
@@ -41,6 +42,7 @@ export {
   type TensorData,
   type TensorEntry,
   type TensorInfo,
+  WEIGHT_DTYPES,
   type WeightDtype,
   writeSafetensors,
 } from './hf/safetensors.js';
