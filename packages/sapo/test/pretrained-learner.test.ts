@@ -108,6 +108,13 @@ describe('a learner on a Hugging Face model folder', () => {
     await expect(openLearner({ ...spec, resume: file, lora: { rank: 8 } })).rejects.toThrow(/config differs in lora/);
   }, 120_000);
 
+  it('refuses a folder whose tokenizer has more ids than the model has embeddings', async () => {
+    const small = (await writeTinyModel(join(dir, 'small-vocab'), { architecture: 'llama', vocabSize: 300 })).dir;
+    await expect(openLearner({ model: small, backend: 'wasm' })).rejects.toThrow(
+      /the tokenizer has \d+ ids but the model only 300 embeddings: they are not one model's/,
+    );
+  });
+
   it('refuses a model the memory allowed cannot hold, before loading it, saying what it needs', async () => {
     const refused = openLearner({ model: qwen, backend: 'wasm', memoryLimit: 2 ** 20 });
     await expect(refused).rejects.toThrow(MemoryPlanError);
