@@ -5,14 +5,21 @@
  *          ─► layers × [ x + attention(layerNorm(x)),  x + mlp(layerNorm(x)) ]
  *          ─► layerNorm ─► head ─► logits over the vocabulary
  *
- * Written so that the same graph trains fast on every tfjs backend (docs/BENCHMARKS.md):
- * - every matrix product goes through `matmul`, whose backward pass transposes explicitly and then
- *   multiplies untransposed operands; tfjs's own gradient asks for transposed products, which the
- *   wasm backend runs 10-25x slower (off XNNPACK's fast path);
- * - embeddings are one-hot rows times the table, so their gradient is a matrix product too, not
- *   the UnsortedSegmentSum kernel that wasm lacks.
- * `graph: 'naive'` uses tfjs's default gradients instead: the benchmark's baseline, the equivalence
- * test's reference, and the default off wasm (see defaultGraph).
+ * Written so that the same graph trains fast on every tfjs backend (docs/BENCHMARKS.md). The wasm
+ * backend runs a matrix product on XNNPACK only when it is 2-D and untransposed; anything else
+ * takes a scalar loop 4-25x slower. And every kernel call costs 10-20 µs of JavaScript, so fewer
+ * calls matter as much as faster ones. In the fast graph:
+ * - every weight product goes through `matmul` or `dense` (bias fused into the product), whose
+ *   backward pass transposes explicitly and then multiplies untransposed operands (tfjs's own
+ *   gradient asks for transposed products);
+ * - attention's per-head products are cut into one 2-D product per row and head (`perHead`), in
+ *   the forward pass and in the gradient;
+ * - embeddings are one-hot rows times the table, and their gradient goes to the table alone: a
+ *   matrix product, not the UnsortedSegmentSum kernel that wasm lacks;
+ * - layer norm has its gradient written out (`fastLayerNorm`), a third of the calls of tfjs's.
+ * `graph: 'naive'` uses tfjs's default gradients and batched products instead: the benchmark's
+ * baseline, the equivalence test's reference, and the default off wasm (see defaultGraph). Both
+ * graphs compute the same function; they differ in float rounding only.
  */
 import * as tf from '@tensorflow/tfjs-core';
 // tfjs-core's Node build registers no gradients; the union package's Node bundle does, into the
@@ -79,6 +86,78 @@ const fastMatmul = tf.customGrad(((a: tf.Tensor, b: tf.Tensor, save: tf.GradSave
   };
 }) as unknown as Parameters<typeof tf.customGrad>[0]);
 
+/**
+ * x·w + b for rows x [n, in], the bias added inside the product (XNNPACK's fused bias). Gradients
+ * as fastMatmul's, and b's the column sums of dy.
+ */
+const fastDense = tf.customGrad(((x: tf.Tensor, w: tf.Tensor, b: tf.Tensor, save: tf.GradSaveFunc) => {
+  save([x, w]);
+  return {
+    value: tf.fused.matMul({ a: x as tf.Tensor2D, b: w as tf.Tensor2D, bias: b }),
+    gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) =>
+      tf.tidy(() => {
+        const [sx, sw] = saved as [tf.Tensor2D, tf.Tensor2D];
+        return [
+          tf.matMul(dy as tf.Tensor2D, tf.transpose(sw)),
+          tf.matMul(tf.transpose(sx), dy as tf.Tensor2D),
+          tf.sum(dy, 0),
+        ];
+      }),
+  };
+}) as unknown as Parameters<typeof tf.customGrad>[0]) as (x: tf.Tensor, w: tf.Tensor, b: tf.Tensor) => tf.Tensor;
+
+/**
+ * a·b for [batch, heads, m, k]·[batch, heads, k, n], as one 2-D product per row and head, which
+ * wasm runs on XNNPACK: 2x faster than one batched product for attention's forward and backward
+ * passes, slicing included. The gradient is sliced products of explicit transposes too.
+ */
+const perHead = tf.customGrad(((a: tf.Tensor, b: tf.Tensor, save: tf.GradSaveFunc) => {
+  save([a, b]);
+  const [m, n] = [a.shape.at(-2), b.shape.at(-1)] as [number, number];
+  const products = (left: tf.Tensor2D[], right: tf.Tensor2D[], shape: number[]) =>
+    tf.reshape(tf.stack(left.map((x, i) => tf.matMul(x, right[i] as tf.Tensor2D))), shape);
+  return {
+    value: products(matrices(a), matrices(b), [...a.shape.slice(0, -2), m, n]),
+    gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) =>
+      tf.tidy(() => {
+        const [sa, sb] = saved as [tf.Tensor, tf.Tensor];
+        const dys = matrices(dy);
+        return [products(dys, matrices(swapLastTwo(sb)), a.shape), products(matrices(swapLastTwo(sa)), dys, b.shape)];
+      }),
+  };
+}) as unknown as Parameters<typeof tf.customGrad>[0]) as (a: tf.Tensor, b: tf.Tensor) => tf.Tensor;
+
+/**
+ * The matrices of x [..., m, n] in order, as tensors [m, n]. Read back once and written as new
+ * tensors: wasm's Slice kernel copies its whole input into JavaScript for every slice it cuts.
+ * Only for the inside of a custom gradient (it is not differentiable), and a readback on a GPU.
+ */
+function matrices(x: tf.Tensor): tf.Tensor2D[] {
+  const [m, n] = x.shape.slice(-2) as [number, number];
+  const values = x.dataSync() as Float32Array;
+  return Array.from({ length: values.length / (m * n) }, (_, i) =>
+    tf.tensor2d(values.subarray(i * m * n, (i + 1) * m * n), [m, n]),
+  );
+}
+
+/**
+ * Rows table[ids] [n, d], as one-hot rows times the table (on wasm faster than gather). The
+ * gradient goes to the table alone: one-hot(ids)ᵀ·dy, a matrix product (gather's own gradient
+ * needs the UnsortedSegmentSum kernel that wasm lacks), and none is computed for the one-hot rows.
+ */
+function lookUp(table: tf.Tensor, ids: tf.Tensor1D): tf.Tensor2D {
+  const rows = tf.customGrad(((t: tf.Tensor, save: tf.GradSaveFunc) => {
+    const oneHot = tf.oneHot(ids, t.shape[0] as number);
+    save([oneHot]);
+    return {
+      value: tf.matMul(oneHot, t as tf.Tensor2D),
+      gradFunc: (dy: tf.Tensor, [saved]: tf.Tensor[]) =>
+        tf.tidy(() => tf.matMul(tf.transpose(saved as tf.Tensor2D), dy as tf.Tensor2D)),
+    };
+  }) as unknown as Parameters<typeof tf.customGrad>[0]) as (t: tf.Tensor) => tf.Tensor2D;
+  return rows(table);
+}
+
 // ---- parameters -------------------------------------------------------------------------------
 
 /** Parameter names and shapes, in a fixed order (checkpoints and the optimizer rely on it). */
@@ -130,6 +209,13 @@ export class Policy {
   readonly params: Map<string, tf.Variable>;
   readonly graph: GraphKind;
   readonly #matmul: (a: tf.Tensor, b: tf.Tensor) => tf.Tensor;
+  /** x·w + b for rows x [n, in]. */
+  readonly #dense: (x: tf.Tensor, w: tf.Tensor, b: tf.Tensor) => tf.Tensor;
+  /** Attention's products [batch, heads, m, k]·[batch, heads, k, n]. */
+  readonly #headsMatmul: (a: tf.Tensor, b: tf.Tensor) => tf.Tensor;
+  /** Embedding rows of a table for ids [n] → [n, d]. */
+  readonly #embed: (table: tf.Tensor, ids: tf.Tensor1D) => tf.Tensor;
+  readonly #layerNorm: (x: tf.Tensor, gain: tf.Tensor, bias: tf.Tensor) => tf.Tensor;
 
   /** A fresh model: GPT-2 style init (normal 0.02, residual projections scaled by depth), seeded. */
   static create(config: PolicyConfig, options: { seed: number; graph?: GraphKind }): Policy {
@@ -153,8 +239,15 @@ export class Policy {
     validateConfig(config);
     this.config = { ...config };
     this.graph = graph;
-    this.#matmul =
-      graph === 'fast' ? (a, b) => fastMatmul(a, b) : (a, b) => tf.matMul(a as tf.Tensor2D, b as tf.Tensor2D);
+    const product = (a: tf.Tensor, b: tf.Tensor) => tf.matMul(a as tf.Tensor2D, b as tf.Tensor2D);
+    const oneHotRows = (table: tf.Tensor, ids: tf.Tensor1D) => product(tf.oneHot(ids, table.shape[0] as number), table);
+    // One-token decoding steps (m = 1) keep the batched product: slicing them would only add calls.
+    const heads = (a: tf.Tensor, b: tf.Tensor) => ((a.shape.at(-2) as number) > 1 ? perHead(a, b) : product(a, b));
+    this.#matmul = graph === 'fast' ? (a, b) => fastMatmul(a, b) : product;
+    this.#dense = graph === 'fast' ? fastDense : (x, w, b) => tf.add(product(x, w), b);
+    this.#headsMatmul = graph === 'fast' ? heads : product;
+    this.#embed = graph === 'fast' ? lookUp : oneHotRows;
+    this.#layerNorm = graph === 'fast' ? fastLayerNorm : layerNorm;
     // Check every tensor before making any variable, so a bad set of weights leaks nothing.
     const shapes = parameterShapes(config);
     for (const [name, shape] of shapes) {
@@ -196,16 +289,14 @@ export class Policy {
     keyBias?: tf.Tensor4D,
   ): { hidden: tf.Tensor3D; cache: KVCache } {
     const [batch, steps] = tokens.shape;
-    const { dModel: d, heads, vocabSize, contextLength } = this.config;
+    const { dModel: d, heads } = this.config;
     const headSize = d / heads;
     const seen = cache?.keys[0]?.shape[2] ?? 0;
 
-    // Embeddings as one-hot rows times the tables: [batch*steps, d].
-    const tokenRows = tf.oneHot(tf.reshape(tokens, [-1]) as tf.Tensor1D, vocabSize);
-    const positionRows = tf.oneHot(tf.reshape(positions, [-1]) as tf.Tensor1D, contextLength);
+    // Token and position embeddings: [batch*steps, d].
     let x = tf.add(
-      this.#matmul(tokenRows, this.#p('tokenEmbedding')),
-      this.#matmul(positionRows, this.#p('positionEmbedding')),
+      this.#embed(this.#p('tokenEmbedding'), tf.reshape(tokens, [-1])),
+      this.#embed(this.#p('positionEmbedding'), tf.reshape(positions, [-1])),
     );
 
     // Query step i may see every cached key and new keys 0..i; padding keys are hidden by keyBias.
@@ -220,8 +311,9 @@ export class Policy {
       const at = (name: string) => this.#p(`layer${l}.${name}`);
 
       // Attention: project to q, k, v; split heads; softmax(q·kᵀ/√headSize + bias)·v.
-      const qkv = tf.add(
-        this.#matmul(layerNorm(x, at('ln1.gain'), at('ln1.bias')), at('attn.qkv.weight')),
+      const qkv = this.#dense(
+        this.#layerNorm(x, at('ln1.gain'), at('ln1.bias')),
+        at('attn.qkv.weight'),
         at('attn.qkv.bias'),
       );
       const [q, k, v] = tf
@@ -235,18 +327,18 @@ export class Policy {
       const values = cache === undefined ? v : tf.concat([cache.values[l] as tf.Tensor4D, v], 2);
       newCache.keys.push(keys);
       newCache.values.push(values);
-      const scores = tf.add(tf.mul(this.#matmul(q, swapLastTwo(keys)), 1 / Math.sqrt(headSize)), bias);
-      const attended = this.#matmul(tf.softmax(scores), values); // [batch, heads, steps, headSize]
+      const scores = tf.add(tf.mul(this.#headsMatmul(q, swapLastTwo(keys)), 1 / Math.sqrt(headSize)), bias);
+      const attended = this.#headsMatmul(tf.softmax(scores), values); // [batch, heads, steps, headSize]
       const merged = tf.reshape(tf.transpose(attended, [0, 2, 1, 3]), [batch * steps, d]);
-      x = tf.add(x, tf.add(this.#matmul(merged, at('attn.out.weight')), at('attn.out.bias')));
+      x = tf.add(x, this.#dense(merged, at('attn.out.weight'), at('attn.out.bias')));
 
       // MLP: d → mlpRatio·d → d with GELU.
       const hidden = gelu(
-        tf.add(this.#matmul(layerNorm(x, at('ln2.gain'), at('ln2.bias')), at('mlp.in.weight')), at('mlp.in.bias')),
+        this.#dense(this.#layerNorm(x, at('ln2.gain'), at('ln2.bias')), at('mlp.in.weight'), at('mlp.in.bias')),
       );
-      x = tf.add(x, tf.add(this.#matmul(hidden, at('mlp.out.weight')), at('mlp.out.bias')));
+      x = tf.add(x, this.#dense(hidden, at('mlp.out.weight'), at('mlp.out.bias')));
     }
-    const final = layerNorm(x, this.#p('lnFinal.gain'), this.#p('lnFinal.bias'));
+    const final = this.#layerNorm(x, this.#p('lnFinal.gain'), this.#p('lnFinal.bias'));
     return { hidden: tf.reshape(final, [batch, steps, d]), cache: newCache };
   }
 
@@ -299,8 +391,37 @@ function layerNorm(x: tf.Tensor, gain: tf.Tensor, bias: tf.Tensor): tf.Tensor {
   return tf.add(tf.mul(tf.div(tf.sub(x, mean), tf.sqrt(tf.add(variance, 1e-5))), gain), bias);
 }
 
-/** GELU, tanh approximation (as in GPT-2). */
+/**
+ * layerNorm of rows x [n, d] with its gradient written out: 9 kernels forward and 11 backward,
+ * where tfjs's differentiation of the formula above makes about three times as many calls
+ * (broadcast reductions, casts and copies).
+ *   x̂ = (x − mean)·r, r = 1/√(var + 1e-5);  dx = r·(g − mean(g) − x̂·mean(g·x̂)), g = dy·gain
+ */
+const fastLayerNorm = tf.customGrad(((x: tf.Tensor, gain: tf.Tensor, bias: tf.Tensor, save: tf.GradSaveFunc) => {
+  const centered = tf.sub(x, tf.mean(x, -1, true));
+  const r = tf.rsqrt(tf.add(tf.mean(tf.square(centered), -1, true), 1e-5));
+  const normed = tf.mul(centered, r);
+  save([normed, r, gain]);
+  return {
+    value: tf.add(tf.mul(normed, gain), bias),
+    gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) =>
+      tf.tidy(() => {
+        const [x̂, sr, sg] = saved as [tf.Tensor, tf.Tensor, tf.Tensor];
+        const g = tf.mul(dy, sg);
+        const dx = tf.mul(sr, tf.sub(tf.sub(g, tf.mean(g, -1, true)), tf.mul(x̂, tf.mean(tf.mul(g, x̂), -1, true))));
+        return [dx, tf.sum(tf.mul(dy, x̂), 0), tf.sum(dy, 0)];
+      }),
+  };
+}) as unknown as Parameters<typeof tf.customGrad>[0]) as (x: tf.Tensor, gain: tf.Tensor, bias: tf.Tensor) => tf.Tensor;
+
+const GELU_LINEAR = 2 * Math.sqrt(2 / Math.PI);
+const GELU_CUBIC = GELU_LINEAR * 0.044715;
+
+/**
+ * GELU, tanh approximation (as in GPT-2): 0.5·x·(1 + tanh(u)), u = √(2/π)·(x + 0.044715·x³),
+ * written as x·σ(2u), the same function (1 + tanh(u) = 2σ(2u)) in fewer ops; wasm's sigmoid is
+ * vectorised (XNNPACK) where its tanh is a scalar loop 16x slower.
+ */
 function gelu(x: tf.Tensor): tf.Tensor {
-  const inner = tf.mul(Math.sqrt(2 / Math.PI), tf.add(x, tf.mul(0.044715, tf.mul(x, tf.mul(x, x)))));
-  return tf.mul(tf.mul(0.5, x), tf.add(1, tf.tanh(inner)));
+  return tf.mul(x, tf.sigmoid(tf.mul(x, tf.add(GELU_LINEAR, tf.mul(GELU_CUBIC, tf.square(x))))));
 }
