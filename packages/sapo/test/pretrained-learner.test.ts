@@ -29,7 +29,7 @@ afterAll(async () => {
 });
 
 /** The trivial task: reward 1 for a completion that contains an "e". */
-const reward = (text: string) => (text.includes('e') ? 1 : 0);
+const reward = (text: string): number => (text.includes('e') ? 1 : 0);
 const PROMPTS = ['Say something.', 'Another one.'];
 
 async function round(
