@@ -21,6 +21,12 @@
  * model.ts; a transposed operand is about 10x slower there). The embedding is held as [d, vocab],
  * the head's layout, so a tied model keeps one table for both, looked up by column.
  *
+ * Memory, for the model's life: one copy of each base tensor (a tied embedding once), the
+ * adapters, and the rotary tables [contextLength, headDim]. On wasm, XNNPACK also keeps a packed
+ * copy of every matrix it has multiplied by, until that matrix is disposed: the base weights are
+ * resident twice there. A training step keeps each layer's input, not its activations (gradient
+ * checkpointing, #checkpointed), and no [tokens, vocab] tensor past the loss (vocabularyTerms).
+ *
  * Same public surface as the embedded `Policy` (`CausalLM` below), so SapoLearner and sampling
  * take either.
  */
@@ -79,6 +85,12 @@ export interface PretrainedOptions {
   /** LoRA settings; `seed` seeds A's initialisation. */
   lora: Partial<LoraSettings> & { seed: number };
   graph?: GraphKind;
+  /**
+   * Gradient checkpointing in tokenLogProbs*: each layer's backward pass recomputes it, so a
+   * training step's memory no longer grows with depth, for one more forward pass of compute
+   * (see #checkpointed). Default true.
+   */
+  checkpoint?: boolean;
 }
 
 /** Base weights by Hugging Face name, in the file's layout: tensors (float32) or their values. */
@@ -86,16 +98,103 @@ export type BaseWeights = ReadonlyMap<string, tf.Tensor | Float32Array>;
 
 const NEG_INF = -1e9;
 
-/** Columns of a frozen matrix transposed at a time in a backward pass (see timesTransposed). */
-const TRANSPOSE_BLOCK = 8192;
+/** What every layer reads besides its input: the rotary cos and sin of each token, and the attention mask. */
+interface LayerContext {
+  batch: number;
+  steps: number;
+  cos: tf.Tensor;
+  sin: tf.Tensor;
+  bias: tf.Tensor;
+}
 
-// ---- the operations that make the graph fast on wasm (model.ts explains why) ----------------
+// ---- operations on frozen tensors, and the ones that make the graph fast on wasm ------------
+//
+// Two facts shape these. The wasm backend multiplies untransposed operands about 10x faster
+// than transposed ones (model.ts). And the tape keeps, for the backward pass, a clone of every
+// tensor an op saves, which on wasm is a copy: a tfjs gather from the embedding, or a tfjs
+// product with a base matrix, would copy that frozen tensor on every training forward pass. So
+// every operation on a frozen tensor is a custom gradient that closes over it: off the tape, it
+// saves nothing of it, and computes a gradient only for its one input that needs one.
 
-const swapLastTwo = (x: tf.Tensor) => {
-  const order = x.shape.map((_, i) => i);
-  order.splice(-2, 2, order.length - 1, order.length - 2);
-  return tf.transpose(x, order);
+/** How the backward pass multiplies by a transposed frozen matrix: dy·wᵀ. */
+type TimesTransposed = (dy: tf.Tensor2D, w: tf.Tensor2D) => tf.Tensor2D;
+
+/**
+ * dy·wᵀ for w [in, out], through blocks of w's rows, each transposed and freed in turn, so that
+ * every product has untransposed operands and no transposed copy of all of w is ever held (the
+ * head's would be as large as the head). A block has at least 64 rows (narrower products run
+ * slower than a whole transpose) and otherwise at most 2²³ values; every projection of the
+ * models we target is one block.
+ */
+const explicitTranspose: TimesTransposed = (dy, w) => {
+  const [inputs, out] = w.shape;
+  const rows = Math.max(64, Math.floor(2 ** 23 / out));
+  if (rows >= inputs) return tf.tidy(() => tf.matMul(dy, tf.transpose(w)));
+  const parts: tf.Tensor2D[] = [];
+  for (let from = 0; from < inputs; from += rows) {
+    const size = Math.min(rows, inputs - from);
+    parts.push(tf.tidy(() => tf.matMul(dy, tf.transpose(tf.slice(w, [from, 0], [size, -1])))));
+  }
+  const product = tf.concat(parts, 1);
+  tf.dispose(parts);
+  return product;
 };
+
+/** dy·wᵀ as tfjs's own gradients compute it: the naive graph's. */
+const transposedOperand: TimesTransposed = (dy, w) => tf.matMul(dy, w, false, true);
+
+/** x·w for a frozen w [in, out]; its gradient, dx = dy·wᵀ, goes to x alone. */
+function frozenMatmul(x: tf.Tensor, w: tf.Tensor2D, timesTransposed: TimesTransposed): tf.Tensor2D {
+  const product = tf.customGrad(((input: tf.Tensor) => ({
+    value: tf.matMul(input as tf.Tensor2D, w),
+    gradFunc: (dy: tf.Tensor) => timesTransposed(dy as tf.Tensor2D, w),
+  })) as unknown as Parameters<typeof tf.customGrad>[0]) as (input: tf.Tensor) => tf.Tensor2D;
+  return product(x);
+}
+
+/** Entries `ids` of a frozen table along `axis`. Ids have no gradient, so neither does this. */
+function frozenGather(table: tf.Tensor, ids: tf.Tensor, axis: number): tf.Tensor {
+  const lookup = tf.customGrad(((i: tf.Tensor) => ({
+    value: tf.gather(table, i, axis),
+    gradFunc: () => tf.zeros(ids.shape),
+  })) as unknown as Parameters<typeof tf.customGrad>[0]) as (i: tf.Tensor) => tf.Tensor;
+  return lookup(ids);
+}
+
+/**
+ * For final hidden states h [n, d], the head [d, vocab] and targets [n], with logits = h·head:
+ *   log π(target) = logit(target) − logsumexp(logits),   entropy = logsumexp(logits) − Σ_v π(v)·logit(v),
+ * as one operation. Its gradient ∂ log π(target)/∂h = head[:, target] − π·headᵀ is computed here,
+ * in the forward pass, and it alone ([n, d]) is kept for the backward pass: a composed
+ * log-softmax would keep several [n, vocab] tensors, each copied by the tape on wasm, and the
+ * vocabulary dwarfs d (Qwen2.5: 151 936 against 896). No more than three [n, vocab] tensors are
+ * alive at once. The entropy has no gradient (its slope is taken as 0).
+ */
+function vocabularyTerms(
+  h: tf.Tensor2D,
+  head: tf.Tensor2D,
+  targets: tf.Tensor1D,
+  timesTransposed: TimesTransposed,
+): { logProbs: tf.Tensor1D; entropy: tf.Tensor1D } {
+  // Both come out as one value [2, n] (a custom gradient's forward pass keeps only its value);
+  // the gradient reads the log-probs' row of dy.
+  const terms = tf.customGrad(((input: tf.Tensor, save: tf.GradSaveFunc) => {
+    const logits = tf.matMul(input as tf.Tensor2D, head);
+    const logZ = tf.logSumExp(logits, -1); // [n]
+    const probs = tf.tidy(() => tf.exp(tf.sub(logits, tf.expandDims(logZ, 1)))) as tf.Tensor2D;
+    const entropy = tf.tidy(() => tf.sub(logZ, tf.sum(tf.mul(probs, logits), -1)));
+    logits.dispose();
+    const columns = tf.transpose(tf.gather(head, targets, 1)); // head[:, target], as rows [n, d]
+    save([tf.sub(columns, timesTransposed(probs, head))]);
+    return {
+      value: tf.stack([tf.sub(tf.sum(tf.mul(input, columns), -1), logZ), entropy]),
+      gradFunc: (dy: tf.Tensor, [slope]: tf.Tensor[]) =>
+        tf.mul(tf.reshape(tf.slice(dy, [0, 0], [1, -1]), [-1, 1]), slope as tf.Tensor),
+    };
+  }) as unknown as Parameters<typeof tf.customGrad>[0]) as (input: tf.Tensor) => tf.Tensor2D;
+  const [logProbs, entropy] = tf.unstack(terms(h)) as [tf.Tensor1D, tf.Tensor1D];
+  return { logProbs, entropy };
+}
 
 /**
  * a·b (2-D or batched) for two operands that both need gradients: activations and the adapters.
@@ -117,40 +216,10 @@ const fastMatmul = tf.customGrad(((a: tf.Tensor, b: tf.Tensor, save: tf.GradSave
   };
 }) as unknown as Parameters<typeof tf.customGrad>[0]) as (a: tf.Tensor, b: tf.Tensor) => tf.Tensor;
 
-/**
- * x·w for a frozen w [in, out]. The gradient goes to x alone, dx = dy·wᵀ: w is closed over rather
- * than an input, so no gradient for it is ever computed (a custom gradient computes one for every
- * input, and dw costs as much as the forward product).
- */
-function frozenMatmul(x: tf.Tensor, w: tf.Tensor2D): tf.Tensor2D {
-  const product = tf.customGrad(((input: tf.Tensor) => ({
-    value: tf.matMul(input as tf.Tensor2D, w),
-    gradFunc: (dy: tf.Tensor) => timesTransposed(dy as tf.Tensor2D, w),
-  })) as unknown as Parameters<typeof tf.customGrad>[0]) as (input: tf.Tensor) => tf.Tensor2D;
-  return product(x);
-}
-
-/**
- * dy·wᵀ for w [in, out], through column blocks of w each transposed and freed in turn: a
- * transposed copy of all of w at once would be as large as w, and the head is vocabulary-wide.
- * Every projection of the models we target fits in one block.
- */
-function timesTransposed(dy: tf.Tensor2D, w: tf.Tensor2D): tf.Tensor2D {
-  const out = w.shape[1];
-  let sum: tf.Tensor2D | undefined;
-  for (let from = 0; from < out; from += TRANSPOSE_BLOCK) {
-    const size = Math.min(TRANSPOSE_BLOCK, out - from);
-    const previous = sum;
-    sum = tf.tidy(() => {
-      const whole = size === out;
-      const block = whole ? dy : tf.slice(dy, [0, from], [-1, size]);
-      const columns = whole ? w : tf.slice(w, [0, from], [-1, size]);
-      const part = tf.matMul(block, tf.transpose(columns));
-      return previous === undefined ? part : tf.add(previous, part);
-    }) as tf.Tensor2D;
-    previous?.dispose();
-  }
-  return sum as tf.Tensor2D;
+function swapLastTwo(x: tf.Tensor): tf.Tensor {
+  const order = x.shape.map((_, i) => i);
+  order.splice(-2, 2, order.length - 1, order.length - 2);
+  return tf.transpose(x, order);
 }
 
 // ---- base weights -----------------------------------------------------------------------------
@@ -210,7 +279,7 @@ function layOut(name: string, shape: readonly number[], value: tf.Tensor | Float
   }
   return tf.tidy(() => {
     const tensor = value instanceof Float32Array ? tf.tensor(value, [...shape]) : value;
-    // A clone shares the caller's memory; a transpose is our one copy.
+    // A transpose or a clone: our own copy (a clone shares memory on some backends, not wasm).
     return shape.length === 2 ? tf.transpose(tensor) : tf.clone(tensor);
   });
 }
@@ -232,7 +301,10 @@ function rotaryTables(contextLength: number, headDim: number, theta: number): { 
   return { cos: tf.tensor2d(cos, [contextLength, headDim]), sin: tf.tensor2d(sin, [contextLength, headDim]) };
 }
 
-function validate(config: PretrainedConfig, options: PretrainedOptions, lora: LoraSettings): void {
+/** The LoRA settings with their defaults, once config and options are checked. */
+function validate(config: PretrainedConfig, options: PretrainedOptions): LoraSettings {
+  const { seed: _, ...given } = options.lora;
+  const lora = { ...DEFAULT_LORA, ...given, targets: Object.freeze([...(given.targets ?? LORA_TARGETS)]) };
   const positive = {
     vocabSize: config.vocabSize,
     hiddenSize: config.hiddenSize,
@@ -264,6 +336,7 @@ function validate(config: PretrainedConfig, options: PretrainedOptions, lora: Lo
       `lora.targets must name at least one of ${LORA_TARGETS.join(', ')}${unknown.length > 0 ? `; unknown: ${unknown.join(', ')}` : ''}`,
     );
   }
+  return lora;
 }
 
 // ---- the model --------------------------------------------------------------------------------
@@ -274,14 +347,16 @@ export class PretrainedPolicy implements CausalLM {
   /** The LoRA adapters by PEFT name (…q_proj.lora_A.weight [r, in], …lora_B.weight [out, r]), layer by layer. */
   readonly params: Map<string, tf.Variable>;
   readonly graph: GraphKind;
+  readonly checkpoint: boolean;
   /** Frozen base weights by Hugging Face name, laid out for the model (layOut). */
   readonly #base: Map<string, tf.Tensor>;
   /** Each adapted projection's A and B, by the projection's Hugging Face prefix. */
   readonly #adapters = new Map<string, { a: tf.Variable; b: tf.Variable }>();
   readonly #cos: tf.Tensor2D;
   readonly #sin: tf.Tensor2D;
+  /** Products of activations and adapters, which all need gradients. */
   readonly #times: (a: tf.Tensor, b: tf.Tensor) => tf.Tensor;
-  readonly #timesFrozen: (x: tf.Tensor, w: tf.Tensor2D) => tf.Tensor2D;
+  readonly #timesTransposed: TimesTransposed;
 
   /** Base tensors laid out by `load`, handed to the constructor to own rather than copy. */
   static #adopting: Map<string, tf.Tensor> | null = null;
@@ -292,14 +367,14 @@ export class PretrainedPolicy implements CausalLM {
    * afterwards. To avoid holding all base weights twice while loading, use `load`.
    */
   constructor(config: PretrainedConfig, base: BaseWeights, options: PretrainedOptions) {
-    const { seed, ...settings } = options.lora;
-    const lora = { ...DEFAULT_LORA, ...settings, targets: Object.freeze([...(settings.targets ?? LORA_TARGETS)]) };
-    validate(config, options, lora);
+    const { seed } = options.lora;
+    const lora = validate(config, options);
     this.config = Object.freeze({ ...config, contextLength: options.contextLength });
     this.lora = Object.freeze(lora);
     this.graph = options.graph ?? defaultGraph();
+    this.checkpoint = options.checkpoint ?? true;
     this.#times = this.graph === 'fast' ? fastMatmul : (a, b) => tf.matMul(a as tf.Tensor2D, b as tf.Tensor2D);
-    this.#timesFrozen = this.graph === 'fast' ? frozenMatmul : (x, w) => tf.matMul(x as tf.Tensor2D, w);
+    this.#timesTransposed = this.graph === 'fast' ? explicitTranspose : transposedOperand;
 
     const adopted = base === PretrainedPolicy.#adopting;
     this.#base = new Map();
@@ -342,6 +417,7 @@ export class PretrainedPolicy implements CausalLM {
     read: (name: string) => Promise<Float32Array>,
     options: PretrainedOptions,
   ): Promise<PretrainedPolicy> {
+    validate(config, options); // before reading what may be gigabytes
     const laidOut = new Map<string, tf.Tensor>();
     try {
       for (const [name, shape] of baseShapes(config)) laidOut.set(name, layOut(name, shape, await read(name)));
@@ -423,68 +499,120 @@ export class PretrainedPolicy implements CausalLM {
     keyBias?: tf.Tensor4D,
   ): { hidden: tf.Tensor3D; cache: KVCache } {
     const [batch, steps] = tokens.shape;
-    const { hiddenSize: d, heads, kvHeads, headDim, rmsNormEps: eps } = this.config;
-    const group = heads / kvHeads;
-    const seen = cache?.keys[0]?.shape[2] ?? 0;
+    const context = this.#context(batch, steps, positions, cache?.keys[0]?.shape[2] ?? 0, keyBias);
+    let x = this.#embed(tokens);
+    const newCache: KVCache = { keys: [], values: [] };
+    for (let l = 0; l < this.config.layers; l++) {
+      // One layer's intermediates at a time: what the tape saves for the gradient survives the tidy.
+      const layer = tf.tidy(() => this.#layer(l, x, context, cache));
+      if (l > 0) x.dispose();
+      x = layer.x;
+      newCache.keys.push(layer.keys);
+      newCache.values.push(layer.values);
+    }
+    const final = rmsNorm(x, this.#w('model.norm.weight'), this.config.rmsNormEps);
+    return { hidden: tf.reshape(final, [batch, steps, this.config.hiddenSize]), cache: newCache };
+  }
 
-    // Token embeddings: columns of the [d, vocab] table, as rows [batch·steps, d]. The table is
-    // frozen, so gather needs no gradient (whose UnsortedSegmentSum kernel wasm lacks).
-    let x = tf.transpose(tf.gather(this.#w('model.embed_tokens.weight'), tf.reshape(tokens, [-1]), 1)) as tf.Tensor2D;
+  /** Token embeddings: columns of the [d, vocab] table, as rows [batch·steps, d]. */
+  #embed(tokens: tf.Tensor2D): tf.Tensor2D {
+    // The table is frozen, so the lookup has no gradient (gather's needs UnsortedSegmentSum, which wasm lacks).
+    return tf.transpose(frozenGather(this.#w('model.embed_tokens.weight'), tf.reshape(tokens, [-1]), 1)) as tf.Tensor2D;
+  }
 
-    // Each token's rotary cos and sin [batch, steps, 1, headDim], broadcast over heads.
+  /** What every layer reads besides x: each token's rotary cos and sin, and the attention mask. */
+  #context(batch: number, steps: number, positions: tf.Tensor2D, seen: number, keyBias?: tf.Tensor4D): LayerContext {
+    const { heads, kvHeads, headDim } = this.config;
+    // cos and sin [batch, steps, 1, headDim], broadcast over heads.
     const flatPositions = tf.reshape(positions, [-1]);
-    const cos = tf.reshape(tf.gather(this.#cos, flatPositions), [batch, steps, 1, headDim]);
-    const sin = tf.reshape(tf.gather(this.#sin, flatPositions), [batch, steps, 1, headDim]);
-
+    const cos = tf.reshape(frozenGather(this.#cos, flatPositions, 0), [batch, steps, 1, headDim]);
+    const sin = tf.reshape(frozenGather(this.#sin, flatPositions, 0), [batch, steps, 1, headDim]);
     // Query step i may see every cached key and new keys 0..i; padding keys are hidden by keyBias.
-    // The mask is tiled over the `group` query heads stacked per key/value head (below).
+    // The mask is tiled over the query heads stacked per key/value head (see #layer).
     const causal = tf.concat(
       [tf.zeros([steps, seen]), tf.mul(tf.sub(1, tf.linalg.bandPart(tf.ones([steps, steps]), -1, 0)), NEG_INF)],
       1,
     );
-    const grouped = tf.tile(causal, [group, 1]);
-    const bias = keyBias === undefined ? grouped : tf.add(grouped, keyBias);
+    const grouped = tf.tile(causal, [heads / kvHeads, 1]);
+    return { batch, steps, cos, sin, bias: keyBias === undefined ? grouped : tf.add(grouped, keyBias) };
+  }
 
-    const newCache: KVCache = { keys: [], values: [] };
-    for (let l = 0; l < this.config.layers; l++) {
-      const at = (name: string) => `model.layers.${l}.${name}`;
-      // One layer's intermediates at a time: what the tape saves for the gradient survives the tidy.
-      const layer = tf.tidy(() => {
-        // Attention block: x + o_proj(attention(rmsNorm(x))).
-        const h = rmsNorm(x, this.#w(at('input_layernorm.weight')), eps);
-        const split = (y: tf.Tensor, n: number) => tf.reshape(y, [batch, steps, n, headDim]);
-        const toHeads = (y: tf.Tensor) => tf.transpose(y, [0, 2, 1, 3]) as tf.Tensor4D; // [batch, n, steps, headDim]
-        const q = toHeads(rotary(split(this.#project(h, at('self_attn.q_proj')), heads), cos, sin));
-        const k = toHeads(rotary(split(this.#project(h, at('self_attn.k_proj')), kvHeads), cos, sin));
-        const v = toHeads(split(this.#project(h, at('self_attn.v_proj')), kvHeads));
-        const keys = cache === undefined ? k : (tf.concat([cache.keys[l] as tf.Tensor4D, k], 2) as tf.Tensor4D);
-        const values = cache === undefined ? v : (tf.concat([cache.values[l] as tf.Tensor4D, v], 2) as tf.Tensor4D);
-        // Grouped-query attention without repeating keys and values: the `group` query heads that
-        // share a key/value head are stacked along the query axis, [batch, kvHeads, group·steps, headDim].
-        const stacked = tf.reshape(q, [batch, kvHeads, group * steps, headDim]);
-        const scores = tf.add(tf.mul(this.#times(stacked, swapLastTwo(keys)), 1 / Math.sqrt(headDim)), bias);
-        const attended = tf.reshape(this.#times(tf.softmax(scores), values), [batch, heads, steps, headDim]);
-        const merged = tf.reshape(tf.transpose(attended, [0, 2, 1, 3]), [batch * steps, heads * headDim]);
-        const afterAttention = tf.add(x, this.#project(merged, at('self_attn.o_proj')));
+  /** Decoder layer l on rows x [batch·steps, d]; also its keys and values, after the cached ones. */
+  #layer(
+    l: number,
+    x: tf.Tensor2D,
+    { batch, steps, cos, sin, bias }: LayerContext,
+    cache?: KVCache,
+  ): { x: tf.Tensor2D; keys: tf.Tensor4D; values: tf.Tensor4D } {
+    const { heads, kvHeads, headDim, rmsNormEps: eps } = this.config;
+    const group = heads / kvHeads;
+    const at = (name: string) => `model.layers.${l}.${name}`;
 
-        // MLP block: x + down(silu(gate(h)) ⊙ up(h)), h = rmsNorm(x) (SwiGLU).
-        const h2 = rmsNorm(afterAttention, this.#w(at('post_attention_layernorm.weight')), eps);
-        const gate = this.#project(h2, at('mlp.gate_proj'));
-        const inner = tf.mul(tf.mul(gate, tf.sigmoid(gate)), this.#project(h2, at('mlp.up_proj')));
-        return { x: tf.add(afterAttention, this.#project(inner, at('mlp.down_proj'))), keys, values };
-      });
-      if (l > 0) x.dispose();
-      x = layer.x as tf.Tensor2D;
-      newCache.keys.push(layer.keys);
-      newCache.values.push(layer.values);
-    }
-    const final = rmsNorm(x, this.#w('model.norm.weight'), eps);
-    return { hidden: tf.reshape(final, [batch, steps, d]), cache: newCache };
+    // Attention block: x + o_proj(attention(rmsNorm(x))).
+    const h = rmsNorm(x, this.#w(at('input_layernorm.weight')), eps);
+    const split = (y: tf.Tensor, n: number) => tf.reshape(y, [batch, steps, n, headDim]);
+    const toHeads = (y: tf.Tensor) => tf.transpose(y, [0, 2, 1, 3]) as tf.Tensor4D; // [batch, n, steps, headDim]
+    const q = toHeads(rotary(split(this.#project(h, at('self_attn.q_proj')), heads), cos, sin));
+    const k = toHeads(rotary(split(this.#project(h, at('self_attn.k_proj')), kvHeads), cos, sin));
+    const v = toHeads(split(this.#project(h, at('self_attn.v_proj')), kvHeads));
+    const keys = cache === undefined ? k : (tf.concat([cache.keys[l] as tf.Tensor4D, k], 2) as tf.Tensor4D);
+    const values = cache === undefined ? v : (tf.concat([cache.values[l] as tf.Tensor4D, v], 2) as tf.Tensor4D);
+    // Grouped-query attention without repeating keys and values: the `group` query heads that
+    // share a key/value head are stacked along the query axis, [batch, kvHeads, group·steps, headDim].
+    const stacked = tf.reshape(q, [batch, kvHeads, group * steps, headDim]);
+    const scores = tf.add(tf.mul(this.#times(stacked, swapLastTwo(keys)), 1 / Math.sqrt(headDim)), bias);
+    const attended = tf.reshape(this.#times(tf.softmax(scores), values), [batch, heads, steps, headDim]);
+    const merged = tf.reshape(tf.transpose(attended, [0, 2, 1, 3]), [batch * steps, heads * headDim]);
+    const afterAttention = tf.add(x, this.#project(merged, at('self_attn.o_proj')));
+
+    // MLP block: x + down(silu(gate(h)) ⊙ up(h)), h = rmsNorm(x) (SwiGLU).
+    const h2 = rmsNorm(afterAttention, this.#w(at('post_attention_layernorm.weight')), eps);
+    const gate = this.#project(h2, at('mlp.gate_proj'));
+    const inner = tf.mul(tf.mul(gate, tf.sigmoid(gate)), this.#project(h2, at('mlp.up_proj')));
+    return { x: tf.add(afterAttention, this.#project(inner, at('mlp.down_proj'))), keys, values };
+  }
+
+  /**
+   * Decoder layer l with gradient checkpointing: the tape keeps its input and context, and its
+   * backward pass runs it again, under a tape of its own, to differentiate it. tfjs keeps every
+   * activation of a forward pass, and every gradient of a backward pass until it ends, so without
+   * this a training step holds all layers' activations and gradients at once: about 190 MiB per
+   * layer for SmolLM2-135M at 512 tokens, past the wasm heap's 4 GiB at 20 layers. With it, it
+   * holds the layers' inputs and one layer's activations. The cost is one more forward pass.
+   */
+  #checkpointed(l: number, x: tf.Tensor2D, context: LayerContext): tf.Tensor2D {
+    const adapters = [...this.#adapters]
+      .filter(([prefix]) => prefix.startsWith(`model.layers.${l}.`))
+      .flatMap(([, { a, b }]) => [a, b]);
+    const layer = tf.customGrad(((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+      const save = args.at(-1) as tf.GradSaveFunc;
+      save([args[0] as tf.Tensor, context.cos, context.sin, context.bias]);
+      return {
+        value: this.#layer(l, args[0] as tf.Tensor2D, context).x,
+        gradFunc: (dy: tf.Tensor, [input, cos, sin, bias]: tf.Tensor[]) => {
+          const again = { ...context, cos, sin, bias } as LayerContext;
+          // A gradient inside a backward pass: tfjs supports them inside a forward pass only, and
+          // clears the tape when the inner one ends; the outer backward pass still needs it.
+          const engine = tf.engine() as unknown as { state: { activeTape: unknown } };
+          const outer = engine.state.activeTape;
+          try {
+            const { value, grads } = tf
+              .engine()
+              .gradients(() => this.#layer(l, input as tf.Tensor2D, again).x, [input as tf.Tensor, ...adapters], dy);
+            value.dispose();
+            return grads;
+          } finally {
+            engine.state.activeTape = outer;
+          }
+        },
+      };
+    }) as unknown as Parameters<typeof tf.customGrad>[0]) as (...inputs: tf.Tensor[]) => tf.Tensor2D;
+    return layer(x, ...adapters);
   }
 
   /** A projection of rows x [n, in]: x·W (+ b) (+ (α/r)·(x·Aᵀ)·Bᵀ where LoRA adapts it) → [n, out]. */
   #project(x: tf.Tensor, prefix: string): tf.Tensor2D {
-    let y = this.#timesFrozen(x, this.#w(`${prefix}.weight`) as tf.Tensor2D);
+    let y = frozenMatmul(x, this.#w(`${prefix}.weight`) as tf.Tensor2D, this.#timesTransposed);
     const bias = this.#base.get(`${prefix}.bias`);
     if (bias !== undefined) y = tf.add(y, bias);
     const adapter = this.#adapters.get(prefix);
@@ -497,7 +625,7 @@ export class PretrainedPolicy implements CausalLM {
   /** Logits over the vocabulary for hidden states [batch, steps, d] → [batch, steps, vocab]. */
   logits(hidden: tf.Tensor3D): tf.Tensor3D {
     const [batch, steps, d] = hidden.shape;
-    const flat = this.#timesFrozen(tf.reshape(hidden, [batch * steps, d]), this.#head);
+    const flat = frozenMatmul(tf.reshape(hidden, [batch * steps, d]), this.#head, this.#timesTransposed);
     return tf.reshape(flat, [batch, steps, this.config.vocabSize]);
   }
 
@@ -506,23 +634,14 @@ export class PretrainedPolicy implements CausalLM {
    * position 0 (right padding only); the caller masks padded positions out.
    */
   tokenLogProbs(tokens: tf.Tensor2D, targets: tf.Tensor2D): tf.Tensor2D {
-    const { hidden, logits } = this.#read(tokens);
-    return this.#pick(hidden, logits, targets);
+    return this.tokenLogProbsAndEntropy(tokens, targets).logProbs;
   }
 
   /**
    * tokenLogProbs, and the entropy −Σ_v π(v) log π(v) of the policy at every position [batch,
-   * steps]. A loss of the log-probs alone backpropagates as if the entropy had not been computed.
+   * steps], both from one pass over the vocabulary (vocabularyTerms). The entropy has no gradient.
    */
   tokenLogProbsAndEntropy(tokens: tf.Tensor2D, targets: tf.Tensor2D): { logProbs: tf.Tensor2D; entropy: tf.Tensor2D } {
-    const { hidden, logits } = this.#read(tokens);
-    const logSoftmax = tf.logSoftmax(logits);
-    const entropy = tf.neg(tf.sum(tf.mul(tf.exp(logSoftmax), logSoftmax), -1)) as tf.Tensor2D;
-    return { logProbs: this.#pick(hidden, logits, targets), entropy };
-  }
-
-  /** The final hidden states [batch, steps, d] of sequences read from position 0, and their logits. */
-  #read(tokens: tf.Tensor2D): { hidden: tf.Tensor3D; logits: tf.Tensor3D } {
     const [batch, steps] = tokens.shape;
     if (steps > this.config.contextLength) {
       throw new RangeError(
@@ -530,20 +649,22 @@ export class PretrainedPolicy implements CausalLM {
       );
     }
     const positions = tf.tile(tf.expandDims(tf.range(0, steps, 1, 'int32'), 0), [batch, 1]) as tf.Tensor2D;
-    const { hidden } = this.forward(tokens, positions);
-    return { hidden, logits: this.logits(hidden) };
-  }
-
-  /**
-   * log π(target) = logit(target) − logsumexp(logits), the target's logit as the hidden state times
-   * its column of the head: neither a one-hot mask as large as the logits nor gather's gradient
-   * (UnsortedSegmentSum, which wasm lacks).
-   */
-  #pick(hidden: tf.Tensor3D, logits: tf.Tensor3D, targets: tf.Tensor2D): tf.Tensor2D {
-    const [batch, steps, d] = hidden.shape;
-    const columns = tf.transpose(tf.gather(this.#head, tf.reshape(targets, [-1]), 1)); // [batch·steps, d]
-    const chosen = tf.sum(tf.mul(tf.reshape(hidden, [batch * steps, d]), columns), -1);
-    return tf.sub(tf.reshape(chosen, [batch, steps]), tf.logSumExp(logits, -1)) as tf.Tensor2D;
+    let rows: tf.Tensor2D;
+    if (this.checkpoint) {
+      const context = this.#context(batch, steps, positions, 0);
+      let x = this.#embed(tokens);
+      for (let l = 0; l < this.config.layers; l++) x = this.#checkpointed(l, x, context);
+      rows = rmsNorm(x, this.#w('model.norm.weight'), this.config.rmsNormEps);
+    } else {
+      const { hidden } = this.forward(tokens, positions);
+      rows = tf.reshape(hidden, [batch * steps, this.config.hiddenSize]) as tf.Tensor2D;
+    }
+    const flatTargets = tf.reshape(targets, [-1]) as tf.Tensor1D;
+    const { logProbs, entropy } = vocabularyTerms(rows, this.#head, flatTargets, this.#timesTransposed);
+    return {
+      logProbs: tf.reshape(logProbs, [batch, steps]) as tf.Tensor2D,
+      entropy: tf.reshape(entropy, [batch, steps]) as tf.Tensor2D,
+    };
   }
 }
 

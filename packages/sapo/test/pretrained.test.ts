@@ -340,6 +340,71 @@ describe('the pre-trained policy', () => {
       ]);
     });
 
+    it('has the gradient of a log-softmax composed of tfjs ops, from one pass over the vocabulary', () => {
+      const policy = make(config, weights);
+      randomiseAdapters(policy, 19);
+      const tokens = tf.tensor2d([ids.slice(0, 9), ids.slice(9, 18)], undefined, 'int32');
+      const targets = tf.tensor2d([ids.slice(1, 10), ids.slice(10, 19)], undefined, 'int32');
+      const weightsOfRows = tf.tensor2d([
+        Array.from({ length: 9 }, (_, t) => t - 4),
+        Array.from({ length: 9 }, (_, t) => 1 + t),
+      ]);
+      const ours = () => tf.sum(tf.mul(policy.tokenLogProbs(tokens, targets), weightsOfRows)) as tf.Scalar;
+      const composed = () => {
+        const positions = tf.tensor2d([[...Array(9).keys()], [...Array(9).keys()]], undefined, 'int32');
+        const logSoftmax = tf.logSoftmax(policy.logits(policy.forward(tokens, positions).hidden));
+        // int32, then cast: wasm's OneHot writes int32 bits into a float32 output (1 reads as 1.4e-45).
+        const chosen = tf.cast(tf.oneHot(targets, config.vocabSize), 'float32');
+        const picked = tf.sum(tf.mul(logSoftmax, chosen), -1);
+        return tf.sum(tf.mul(picked, weightsOfRows)) as tf.Scalar;
+      };
+      const variables = [...policy.params.values()];
+      const a = tf.variableGrads(ours, variables);
+      const b = tf.variableGrads(composed, variables);
+      expect(a.value.dataSync()[0]).toBeCloseTo(b.value.dataSync()[0] as number, 3);
+      for (const p of variables) {
+        const mine = (a.grads[p.name] as tf.Tensor).dataSync();
+        const theirs = (b.grads[p.name] as tf.Tensor).dataSync();
+        const scale = Math.max(...theirs.map(Math.abs));
+        expect(Math.max(...mine.map((g, j) => Math.abs(g - (theirs[j] as number))))).toBeLessThan(1e-4 * scale + 1e-6);
+      }
+      tf.dispose([
+        tokens,
+        targets,
+        weightsOfRows,
+        a.value,
+        b.value,
+        ...Object.values(a.grads),
+        ...Object.values(b.grads),
+      ]);
+    });
+
+    it('checkpointed layers give the gradients of unchanged ones, and a training step leaks nothing', () => {
+      const checkpointed = make(config, weights, { checkpoint: true });
+      const plain = make(config, weights, { checkpoint: false });
+      randomiseAdapters(checkpointed, 23);
+      randomiseAdapters(plain, 23);
+      const tokens = tf.tensor2d([ids.slice(0, 11), ids.slice(11, 22)], undefined, 'int32');
+      const targets = tf.tensor2d([ids.slice(1, 12), ids.slice(12, 23)], undefined, 'int32');
+      const step = (policy: PretrainedPolicy) =>
+        tf.variableGrads(
+          () => tf.mean(policy.tokenLogProbs(tokens, targets)) as tf.Scalar,
+          [...policy.params.values()],
+        );
+      const before = tf.memory().numTensors;
+      const a = step(checkpointed);
+      const b = step(plain);
+      const plainParams = [...plain.params.values()];
+      [...checkpointed.params.values()].forEach((p, i) => {
+        const mine = (a.grads[p.name] as tf.Tensor).dataSync();
+        const theirs = (b.grads[(plainParams[i] as tf.Variable).name] as tf.Tensor).dataSync();
+        expect(Math.max(...mine.map((g, j) => Math.abs(g - (theirs[j] as number))))).toBeLessThan(1e-6);
+      });
+      const results = [a.value, b.value, ...Object.values(a.grads), ...Object.values(b.grads)];
+      expect(tf.memory().numTensors - before).toBe(results.length);
+      tf.dispose([tokens, targets, ...results]);
+    });
+
     it('raises the log-prob of a chosen token in a few Adam steps, leaving the base as it was', () => {
       const policy = make(config, weights);
       const tokens = tf.tensor2d([ids.slice(0, 16)], undefined, 'int32');
@@ -365,6 +430,40 @@ describe('the pre-trained policy', () => {
       for (const [key, p] of policy.params) if (key.includes('lora_B')) p.assign(tf.zerosLike(p));
       expect(maxDifference(logitsAlong(policy, ids), referenceLogits(config, weights, ids))).toBeLessThan(1e-4);
     });
+  });
+
+  it('handles a Qwen2.5-sized vocabulary, whose head goes backward through transposed blocks of rows', () => {
+    const config: PretrainedConfig = {
+      ...configOf(CONFIG_NAMES[1] as string),
+      vocabSize: 151_936,
+      hiddenSize: 96,
+      intermediateSize: 64,
+      layers: 1,
+      heads: 2,
+      kvHeads: 1,
+      headDim: 48,
+      tieWordEmbeddings: true,
+    };
+    const weights = randomWeights(config, 37);
+    const ids = randomIds(6, config.vocabSize, 41);
+    const fast = make(config, weights, { graph: 'fast' });
+    expect(maxDifference(logitsAlong(fast, ids), referenceLogits(config, weights, ids))).toBeLessThan(1e-4);
+    const naive = make(config, weights, { graph: 'naive' });
+    randomiseAdapters(fast, 43);
+    randomiseAdapters(naive, 43);
+    const tokens = tf.tensor2d([ids.slice(0, 5)], undefined, 'int32');
+    const targets = tf.tensor2d([ids.slice(1, 6)], undefined, 'int32');
+    const gradients = (policy: PretrainedPolicy) =>
+      tf.variableGrads(
+        () => tf.sum(policy.tokenLogProbs(tokens, targets)) as tf.Scalar,
+        [policy.params.get('model.layers.0.mlp.down_proj.lora_B.weight') as tf.Variable],
+      );
+    const [a, b] = [gradients(fast), gradients(naive)];
+    const [mine, theirs] = [Object.values(a.grads)[0] as tf.Tensor, Object.values(b.grads)[0] as tf.Tensor];
+    const scale = Math.max(...theirs.dataSync().map(Math.abs));
+    expect(scale).toBeGreaterThan(0);
+    expect(tf.max(tf.abs(tf.sub(mine, theirs))).dataSync()[0]).toBeLessThan(1e-4 * scale);
+    tf.dispose([tokens, targets, a.value, b.value, mine, theirs]);
   });
 
   describe('memory and loading', () => {
@@ -451,6 +550,14 @@ describe('the pre-trained policy', () => {
       expect(() => new PretrainedPolicy(config, weights, options({ contextLength: 129 }))).toThrow(
         'contextLength 129 is longer than the 128 positions the model was trained for',
       );
+      // Bad options are refused before a single weight is read.
+      const reads: string[] = [];
+      const reader = async (key: string) => {
+        reads.push(key);
+        return weights.get(key) as Float32Array;
+      };
+      await expect(PretrainedPolicy.load(config, reader, options({ contextLength: 129 }))).rejects.toThrow('129');
+      expect(reads).toEqual([]);
       expect(
         () => new PretrainedPolicy(config, weights, options({ lora: { seed: 1, targets: ['qkv' as 'q_proj'] } })),
       ).toThrow('unknown: qkv');
