@@ -16,9 +16,9 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { chartGrid, type Series } from '@swarm-node/node/svg-chart';
 import { MemoryNetwork, RoundLoop, type RoundMetrics } from '@swarm-node/roles';
 import { EMBEDDED_MODEL_PATH, openLearner } from '@swarm-node/sapo';
-import { chartGrid, type Series } from './lib/svg-chart.js';
 
 const { values } = parseArgs({
   options: {

@@ -1,5 +1,7 @@
 /**
- * Dependency-free SVG line charts for experiment scripts (learning curves and the like).
+ * Dependency-free SVG line charts of learning curves and the like: the charts of `swarm-node swarm`'s
+ * report and of the in-process experiment runner (scripts/experiment.ts), which imports them as
+ * `@swarm-node/node/svg-chart` (no libp2p loaded).
  *
  * Output is deterministic: the same input gives a byte-identical document, with coordinates
  * rounded to two decimals, so charts can be committed and diffed.
