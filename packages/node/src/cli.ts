@@ -7,6 +7,7 @@ import { evalCommand } from './commands/eval.js';
 import { exportCommand } from './commands/export.js';
 import { idCommand, pskCommand, statusCommand } from './commands/node-info.js';
 import { bootstrapCommand, startCommand } from './commands/start.js';
+import { SwarmLaunchError, swarmCommand, watchLauncher } from './commands/swarm.js';
 import { tasksCommand } from './commands/tasks.js';
 import { NodeError } from './errors.js';
 
@@ -24,6 +25,7 @@ export function createProgram(): Command {
     .version(version)
     .addCommand(startCommand())
     .addCommand(bootstrapCommand())
+    .addCommand(swarmCommand())
     .addCommand(idCommand())
     .addCommand(statusCommand())
     .addCommand(pskCommand())
@@ -34,6 +36,8 @@ export function createProgram(): Command {
 
 /** Runs the command line and resolves to the process exit code. */
 export async function main(argv: readonly string[]): Promise<number> {
+  // A node that `swarm-node swarm` started stops when the launcher is gone (commands/swarm.ts).
+  watchLauncher();
   const program = createProgram();
   program.exitOverride();
   for (const command of program.commands) exitOverrideAll(command);
@@ -52,6 +56,10 @@ export async function main(argv: readonly string[]): Promise<number> {
     if (error instanceof NodeError) {
       console.error(`error: ${error.message}`);
       return error.isUsage ? EXIT_USAGE : EXIT_RUNTIME;
+    }
+    if (error instanceof SwarmLaunchError) {
+      console.error(`error: ${error.message}`);
+      return error.exitCode;
     }
     // A bad checkpoint, an unusable backend: the message says what to do.
     if (error instanceof SapoError) {

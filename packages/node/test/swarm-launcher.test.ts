@@ -1,0 +1,272 @@
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import type { SwarmReport } from '../src/commands/swarm.js';
+import { BIN, eventually } from './helpers/processes.js';
+
+// `swarm-node swarm` as a person runs it, in a real process (needs `npm run build`): a bootstrap
+// peer and small swarms of real node processes on loopback. Its stdout is a pipe here, so it
+// prints plain lines, among them each child's pid.
+
+interface Launcher {
+  child: ChildProcess;
+  lines: string[];
+  stderr: string[];
+  exited: Promise<number | null>;
+  /** Its children's pids, from its "(pid N)" lines. */
+  pids: Set<number>;
+  /** Resolves when a stdout line matches. */
+  waitFor(pattern: RegExp, what: string): Promise<string>;
+}
+
+const launched: Launcher[] = [];
+const allPids = new Set<number>();
+let root = '';
+
+function launch(args: string[]): Launcher {
+  const child = spawn(process.execPath, [BIN, 'swarm', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const lines: string[] = [];
+  const stderr: string[] = [];
+  const pids = new Set<number>();
+  const waiters = new Set<() => void>();
+  createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', (line) => {
+    lines.push(line);
+    for (const match of line.matchAll(/\(pid (\d+)\)/g)) {
+      pids.add(Number(match[1]));
+      allPids.add(Number(match[1]));
+    }
+    for (const wake of waiters) wake();
+  });
+  createInterface({ input: child.stderr as NodeJS.ReadableStream }).on('line', (line) => stderr.push(line));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  exited.then(() => {
+    for (const wake of waiters) wake();
+  });
+  const waitFor = (pattern: RegExp, what: string) =>
+    new Promise<string>((resolve, reject) => {
+      const check = () => {
+        const found = lines.find((line) => pattern.test(line));
+        if (found !== undefined) {
+          waiters.delete(check);
+          resolve(found);
+        } else if (child.exitCode !== null || child.signalCode !== null) {
+          waiters.delete(check);
+          reject(new Error(`the launcher exited before ${what}:\n${lines.join('\n')}\n${stderr.join('\n')}`));
+        }
+      };
+      waiters.add(check);
+      check();
+    });
+  const launcher = { child, lines, stderr, exited, pids, waitFor };
+  launched.push(launcher);
+  return launcher;
+}
+
+/** A process that is gone or a zombie (exited, not yet reaped by whoever adopted it). */
+function gone(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return true;
+  }
+  if (!existsSync('/proc/self/stat')) return false;
+  try {
+    return /^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return true;
+  }
+}
+
+const readReport = async (out: string) => JSON.parse(await readFile(join(out, 'report.json'), 'utf8')) as SwarmReport;
+const jsonl = async (file: string) =>
+  (await readFile(file, 'utf8'))
+    .trim()
+    .split('\n')
+    .map((line) => JSON.parse(line) as { event: string; round?: number });
+
+/** Verdicts other than accepting and gossip's duplicates: an honest local swarm refuses nothing. */
+const refusals = (counts: Record<string, number>) =>
+  Object.fromEntries(Object.entries(counts).filter(([key]) => key !== 'accept' && key !== 'ignore:duplicate'));
+
+afterEach(async () => {
+  for (const launcher of launched.splice(0)) {
+    if (launcher.child.exitCode === null && launcher.child.signalCode === null) launcher.child.kill('SIGKILL');
+    await launcher.exited;
+  }
+});
+
+afterAll(async () => {
+  // Whatever a failed test left running.
+  for (const pid of allPids) {
+    try {
+      process.kill(-pid, 'SIGKILL');
+    } catch {}
+  }
+  if (root !== '') await rm(root, { recursive: true, force: true });
+});
+
+async function outDir(name: string): Promise<string> {
+  if (root === '') root = await mkdtemp(join(tmpdir(), 'swarm-launcher-'));
+  return join(root, name);
+}
+
+describe('swarm-node swarm', () => {
+  it('runs a bootstrap and N nodes for --rounds, then leaves report.json, JSONL, logs and charts', async () => {
+    const out = await outDir('rounds');
+    const launcher = launch(['--nodes', '2', '--rounds', '3', '--held-out-every', '3', '--out', out]);
+    expect(await launcher.exited, launcher.stderr.join('\n')).toBe(0);
+    expect(launcher.lines).toContain(`report ${join(out, 'report.json')}`);
+    expect(launcher.lines.filter((l) => /^node-\d round \d+ reward /.test(l))).toHaveLength(6);
+
+    const report = await readReport(out);
+    expect(report).toMatchObject({
+      stoppedBy: 'rounds',
+      clean: true,
+      failure: null,
+      settings: { nodes: 2, rounds: 3 },
+    });
+    expect(report.swarmId).toMatch(/^local-[0-9a-f]{6}$/);
+    expect(report.bootstrap).toMatchObject({
+      stoppedCleanly: true,
+      address: expect.stringMatching(/^\/ip4\/127\.0\.0\.1\/tcp\/\d+\/p2p\//),
+    });
+    expect(report.nodes.map((n) => n.name)).toEqual(['node-1', 'node-2']);
+    for (const node of report.nodes) {
+      expect(node).toMatchObject({ rounds: 3, stoppedCleanly: true, settings: { localGroups: 6, externalGroups: 2 } });
+      expect(node.peerId).toMatch(/^12D3KooW/);
+      expect(node.reward).toHaveLength(3);
+      for (const reward of node.reward) if (reward !== null) expect(reward).toBeGreaterThanOrEqual(0);
+      expect(node.difficulty).toHaveLength(3);
+      // Measured after round index 2, the third.
+      expect(node.heldOut).toEqual([
+        expect.objectContaining({
+          round: 2,
+          difficulty: 1,
+          passRate: expect.any(Number),
+          byFamily: expect.any(Object),
+        }),
+      ]);
+      expect(node.groups.localUsed).toHaveLength(3);
+      expect(node.groups.externalUsed).toHaveLength(3);
+      expect(node.groups.totals.published).toBeGreaterThan(0);
+      expect(refusals(node.verdicts.rollouts)).toEqual({});
+      expect(refusals(node.verdicts.tasks)).toEqual({});
+      expect(node.bytes.sent).toBeGreaterThan(0);
+      expect(existsSync(node.checkpoint as string)).toBe(true);
+
+      // Its JSONL: what it logged with --json, the round records among it.
+      const records = await jsonl(node.jsonl);
+      expect(records[0]?.event).toBe('started');
+      expect(records.filter((r) => r.event === 'round').map((r) => r.round)).toEqual([0, 1, 2]);
+      expect(records.at(-1)?.event).toBe('stopped');
+      expect(await readFile(node.log, 'utf8')).toContain('swarm-node swarm: ');
+    }
+    // The swarm's mean reward per round is the nodes' mean.
+    expect(report.swarm.meanReward).toHaveLength(3);
+    report.swarm.meanReward.forEach((value, round) => {
+      const values = report.nodes.map((n) => n.reward[round]).filter((r): r is number => typeof r === 'number');
+      expect(value).toBeCloseTo(values.reduce((a, b) => a + b, 0) / values.length, 10);
+    });
+    expect(report.swarm.heldOut).toEqual([{ round: 2, meanPassRate: expect.any(Number) }]);
+
+    for (const chart of ['reward-per-node.svg', 'reward-swarm.svg', 'held-out.svg']) {
+      const svg = await readFile(join(out, chart), 'utf8');
+      expect(svg).toMatch(/^<svg xmlns="http:\/\/www\.w3\.org\/2000\/svg"/);
+      expect(svg.trim().endsWith('</svg>')).toBe(true);
+      expect(svg).toContain(report.swarmId);
+    }
+    const perNode = await readFile(join(out, 'reward-per-node.svg'), 'utf8');
+    expect(perNode).toContain('>node-1<');
+    expect(perNode).toContain('>node-2<');
+    expect(await readFile(join(out, 'reward-swarm.svg'), 'utf8')).toContain('>swarm mean (2 nodes)<');
+
+    const children = [report.bootstrap?.pid as number, ...report.nodes.map((n) => n.pid)];
+    expect(children.every((pid) => pid > 0 && gone(pid))).toBe(true);
+  }, 600_000);
+
+  it('stops every child cleanly on SIGINT halfway, leaves no process and reports the rounds that ran', async () => {
+    const out = await outDir('sigint');
+    const launcher = launch(['--nodes', '2', '--out', out]);
+    await launcher.waitFor(/^node-1 round 1 /, 'node-1 to finish two rounds');
+    await launcher.waitFor(/^node-2 round 1 /, 'node-2 to finish two rounds');
+    const children = [...launcher.pids];
+    expect(children).toHaveLength(3);
+    launcher.child.kill('SIGINT');
+    expect(await launcher.exited, launcher.stderr.join('\n')).toBe(0);
+    expect(children.filter((pid) => !gone(pid))).toEqual([]);
+
+    const report = await readReport(out);
+    expect(report).toMatchObject({ stoppedBy: 'SIGINT', clean: true });
+    expect(report.bootstrap?.stoppedCleanly).toBe(true);
+    expect(new Set([report.bootstrap?.pid, ...report.nodes.map((n) => n.pid)])).toEqual(new Set(children));
+    for (const node of report.nodes) {
+      expect(node.stoppedCleanly).toBe(true);
+      expect(node.rounds).toBeGreaterThanOrEqual(2);
+      expect(node.reward).toHaveLength(node.rounds);
+      // It finished its step and saved on the way out.
+      expect(node.checkpoint).toMatch(/step-\d+\.safetensors$/);
+      expect(existsSync(node.checkpoint as string)).toBe(true);
+      const records = await jsonl(node.jsonl);
+      expect(records.filter((r) => r.event === 'round')).toHaveLength(node.rounds);
+      expect(records.map((r) => r.event)).toEqual(expect.arrayContaining(['stopping', 'stopped']));
+    }
+    expect(report.swarm.meanReward.length).toBe(Math.max(...report.nodes.map((n) => n.rounds)));
+    expect(existsSync(join(out, 'reward-per-node.svg'))).toBe(true);
+    expect(existsSync(join(out, 'reward-swarm.svg'))).toBe(true);
+  }, 600_000);
+
+  it('takes its children with it when it is killed outright (SIGKILL): each one saves and exits', async () => {
+    const out = await outDir('killed');
+    const launcher = launch(['--nodes', '1', '--out', out]);
+    await launcher.waitFor(/^node-1 round 0 /, 'a first round');
+    const children = [...launcher.pids];
+    expect(children).toHaveLength(2);
+    launcher.child.kill('SIGKILL');
+    await launcher.exited;
+    // Each child sees its stdin pipe from the launcher close, and stops as on SIGTERM.
+    await eventually(
+      async () => (children.every(gone) ? true : undefined),
+      'the children of a killed launcher to exit',
+      240_000,
+    );
+    const checkpoints = await readdir(join(out, 'node-1', 'checkpoints'));
+    expect(checkpoints.some((file) => /^step-\d+\.safetensors$/.test(file))).toBe(true);
+    expect(existsSync(join(out, 'report.json'))).toBe(false);
+  }, 600_000);
+
+  it('refuses bad flags with a clear message and exit code 2, starting nothing', async () => {
+    const used = await outDir('used');
+    await mkdir(used, { recursive: true });
+    await writeFile(join(used, 'report.json'), '{}');
+    const fresh = await outDir('never-created');
+    const cases: [string[], RegExp][] = [
+      [[], /required option '--nodes <n>' not specified/],
+      [['--nodes', '0'], /--nodes must be an integer from 1 to 64/],
+      [['--nodes', 'four'], /--nodes must be an integer from 1 to 64/],
+      [['--nodes', '2', '--rounds', '-1'], /--rounds must be an integer of at least 0/],
+      [['--nodes', '2', '-I', '1000'], /--local-groups must be an integer from 0 to \d+/],
+      [['--nodes', '2', '--swarm', 'Not An Id'], /--swarm: a swarm id is 1-64 characters/],
+      [['--nodes', '2', '--base-port', '70000'], /--base-port must be an integer from 0 to 65535/],
+      [['--nodes', '3', '--base-port', '65534'], /--base-port 65534 leaves no room for 3 nodes/],
+      [['--nodes', '2', '--config', 'swarm.json'], /unknown option '--config'/],
+      [['--nodes', '2', '--out', used], /already holds report\.json: every run starts fresh nodes/],
+    ];
+    for (const [args, message] of cases) {
+      const result = spawnSync(
+        process.execPath,
+        [BIN, 'swarm', ...args, ...(args.includes('--out') ? [] : ['--out', fresh])],
+        {
+          encoding: 'utf8',
+        },
+      );
+      expect(result.status, `${args.join(' ')}: ${result.stderr}`).toBe(2);
+      expect(result.stderr, args.join(' ')).toMatch(message);
+      expect(result.stdout).toBe('');
+    }
+    expect(existsSync(fresh)).toBe(false);
+  }, 300_000); // ten CLI starts on a busy machine
+});
