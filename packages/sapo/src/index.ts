@@ -65,10 +65,10 @@ export {
   type ModelShape,
   planMemory,
   pretrainedShape,
-  projectionShapes,
   type RunShape,
   requireMemoryPlan,
   WASM_HEAP_LIMIT,
+  weightCopiesOn,
 } from './memory-plan.js';
 export {
   defaultGraph,
@@ -89,6 +89,7 @@ export {
   type LoraTarget,
   type PretrainedOptions,
   PretrainedPolicy,
+  projectionShapes,
 } from './pretrained.js';
 export { type Completion, generate, generateText, type SampleOptions, type TextCompletion } from './sample.js';
 export {

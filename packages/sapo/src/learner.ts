@@ -17,7 +17,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { type BackendInfo, type BackendName, selectBackend } from './backend.js';
 import { saveCheckpoint } from './checkpoint.js';
 import { deserializeError, LearnerCrashedError, type Reply, type Request } from './learner-protocol.js';
-import { availableMemory, type MemoryLimit, type MemoryPlan } from './memory-plan.js';
+import { availableMemory, type MemoryLimit, type MemoryPlan, weightCopiesOn } from './memory-plan.js';
 import type { LoraSettings } from './pretrained.js';
 import { generateText, type SampleOptions, type TextCompletion } from './sample.js';
 import type { RolloutGroup, SapoLearner, SapoOptions, StepReport } from './sapo.js';
@@ -101,6 +101,7 @@ export async function openLearner(spec: LearnerSpec): Promise<Learner> {
     ...(spec.contextLength === undefined ? {} : { contextLength: spec.contextLength }),
     sapo: spec.sapo ?? {},
     memory: withinLimit(availableMemory(backend.name), spec.memoryLimit),
+    weightCopies: weightCopiesOn(backend.tfBackend),
   });
   return new InThreadLearner(learner, backend, metadata, checkpointConfig, plan);
 }

@@ -5,15 +5,22 @@
  * fit, or refuses with what would fit: running out of memory halfway through a round is RL Swarm's
  * most reported failure, and a wasm heap that grew once never shrinks.
  *
- * Estimates are fp32 (tfjs has no float16) and deliberately on the high side: every tensor the
- * backward pass keeps per layer, the logits with their log-softmax, gradient and one-hot targets,
- * and a KV cache held twice while a step's concatenation replaces it.
+ * Estimates are fp32 (tfjs has no float16) and calibrated on wasm (scripts/bench/learner.ts,
+ * docs/BENCHMARKS.md), on the high side where unmeasured:
+ * - wasm's matrix products (XNNPACK) keep a packed copy of every weight they multiply by, so on
+ *   wasm the weights are held twice (`weightCopies`);
+ * - tfjs's tape keeps about 6× the activations a layer's equations name (it copies what it saves
+ *   on wasm); the pre-trained policy checkpoints each layer, keeping ~17 × hidden floats a token a
+ *   layer and one layer's full activations during its recomputation;
+ * - the log-probs over the vocabulary hold 3 (pre-trained policy, fused) or 4 (embedded model)
+ *   [tokens, vocab] tensors at their peak; the KV cache is held twice while a step grows it.
  */
 import { readFileSync } from 'node:fs';
 import { freemem, totalmem } from 'node:os';
 import { SapoError } from './errors.js';
 import type { PretrainedConfig } from './hf/config.js';
 import type { PolicyConfig } from './model.js';
+import { projectionShapes } from './pretrained.js';
 
 /** The shape facts the estimate needs; `modelShape` derives them from a config. */
 export interface ModelShape {
@@ -27,20 +34,10 @@ export interface ModelShape {
   headDim: number;
   intermediate: number;
   vocab: number;
-}
-
-/** The Linear layers of a Llama / Qwen2 block by Hugging Face name, as [in, out] for `config`. */
-export function projectionShapes(config: PretrainedConfig): Record<string, [number, number]> {
-  const { hiddenSize: d, heads, kvHeads, headDim, intermediateSize: m } = config;
-  return {
-    q_proj: [d, heads * headDim],
-    k_proj: [d, kvHeads * headDim],
-    v_proj: [d, kvHeads * headDim],
-    o_proj: [heads * headDim, d],
-    gate_proj: [d, m],
-    up_proj: [d, m],
-    down_proj: [m, d],
-  };
+  /** Whether a step recomputes each layer in its backward pass (gradient checkpointing). */
+  checkpointed: boolean;
+  /** [tokens, vocab] tensors alive at the log-probs' peak. */
+  vocabCopies: number;
 }
 
 /** A pre-trained model with LoRA adapters of `rank` on the `targets` projections of every layer. */
@@ -67,6 +64,8 @@ export function pretrainedShape(
     headDim: config.headDim,
     intermediate: config.intermediateSize,
     vocab: config.vocabSize,
+    checkpointed: true,
+    vocabCopies: 3,
   };
 }
 
@@ -82,6 +81,8 @@ export function embeddedShape(config: PolicyConfig, parameters: number): ModelSh
     headDim: config.dModel / config.heads,
     intermediate: config.mlpRatio * config.dModel,
     vocab: config.vocabSize,
+    checkpointed: false,
+    vocabCopies: 4,
   };
 }
 
@@ -94,7 +95,12 @@ export interface RunShape {
   microBatchRows: number;
   /** Whether a copy of the trainable weights is kept as the KL reference (β > 0). */
   reference: boolean;
+  /** Copies of the weights the backend holds: 2 on wasm (weightCopiesOn). Default 1. */
+  weightCopies?: number;
 }
+
+/** Copies of every weight a backend holds: wasm's XNNPACK keeps a packed one beside each weight it multiplies by. */
+export const weightCopiesOn = (backend: string): number => (backend === 'wasm' ? 2 : 1);
 
 export interface MemoryLimit {
   bytes: number;
@@ -138,9 +144,10 @@ const SLACK = 1.2;
 /** Bytes of the step's activations for `rows` rows of `tokens` tokens (kept for the backward pass). */
 function stepActivationBytes(model: ModelShape, rows: number, tokens: number): number {
   const { layers, hidden, heads, intermediate, vocab } = model;
-  const perTokenPerLayer = 12 * hidden + 4 * intermediate + 2 * heads * tokens;
-  // Logits, their log-softmax, its gradient and the one-hot targets: [rows, tokens, vocab] each.
-  return rows * tokens * (layers * perTokenPerLayer + 4 * vocab) * FLOAT;
+  // A layer's full activations as the tape keeps them (measured: ~6× the equations' tensors).
+  const fullLayer = 6 * (12 * hidden + 4 * intermediate + 2 * heads * tokens);
+  const kept = model.checkpointed ? layers * 17 * hidden + fullLayer : layers * fullLayer;
+  return rows * tokens * (kept + model.vocabCopies * vocab) * FLOAT;
 }
 
 /** Bytes of sampling `rows` rows to `tokens` tokens: the KV cache (twice: old and grown) and one step's logits. */
@@ -153,7 +160,7 @@ function samplingBytes(model: ModelShape, rows: number, tokens: number): number 
 }
 
 function bytesFor(model: ModelShape, run: RunShape, sampleRows: number, microBatchRows: number) {
-  const weights = (model.frozenParameters + model.trainableParameters) * FLOAT;
+  const weights = (model.frozenParameters + model.trainableParameters) * FLOAT * (run.weightCopies ?? 1);
   // The trainable weights again as gradients, and once more as the KL reference when β > 0.
   const trainable = model.trainableParameters * FLOAT * (run.reference ? 2 : 1);
   const optimizer = 2 * model.trainableParameters * FLOAT; // Adam's two moments
@@ -183,7 +190,7 @@ export function planMemory(model: ModelShape, run: RunShape, limit: MemoryLimit)
   const summary = fits
     ? `memory plan: ${gib(total)} of ${gib(limit.bytes)} (${limit.source}) — ${held}; ${microBatchRows} rows per step micro-batch, ${sampleRows} sampled at once`
     : `the model does not fit: it needs ${gib(total)} with one row at a time (${held}), and ${limit.source} allows ${gib(limit.bytes)}. ` +
-      `Use a shorter context (now ${run.contextLength} tokens), a smaller model, or a machine or backend with more memory`;
+      `Use a shorter context (now ${run.contextLength} tokens), a smaller model, or a machine or backend with more memory${(run.weightCopies ?? 1) > 1 ? ' (on wasm every weight is held twice, and the heap stops at 4 GiB: a GPU backend or tensorflow holds it once)' : ''}`;
   return { fits, sampleRows, microBatchRows, parts, totalBytes: total, limit, summary };
 }
 

@@ -243,10 +243,10 @@ export function baseShapes(config: PretrainedConfig): Map<string, number[]> {
   return shapes;
 }
 
-/** [in, out] of a projection. */
-function projectionSize(config: PretrainedConfig, projection: LoraTarget): [number, number] {
+/** The Linear layers of every block by Hugging Face name, as [in, out] for `config`. */
+export function projectionShapes(config: PretrainedConfig): Record<LoraTarget, [number, number]> {
   const { hiddenSize: d, intermediateSize: m, heads, kvHeads, headDim } = config;
-  const sizes: Record<LoraTarget, [number, number]> = {
+  return {
     q_proj: [d, heads * headDim],
     k_proj: [d, kvHeads * headDim],
     v_proj: [d, kvHeads * headDim],
@@ -255,8 +255,10 @@ function projectionSize(config: PretrainedConfig, projection: LoraTarget): [numb
     up_proj: [d, m],
     down_proj: [m, d],
   };
-  return sizes[projection];
 }
+
+/** [in, out] of a projection. */
+const projectionSize = (config: PretrainedConfig, projection: LoraTarget) => projectionShapes(config)[projection];
 
 /** Qwen2 has biases on q, k and v; Llama has them on q, k, v and o when attention_bias is set. */
 function hasBias(config: PretrainedConfig, projection: LoraTarget): boolean {

@@ -142,6 +142,8 @@ export interface PretrainedLearnerOptions {
   sampleRows?: number;
   /** The memory the plan must fit (availableMemory for the backend). */
   memory: MemoryLimit;
+  /** Copies of the weights the backend holds (weightCopiesOn). Default 1. */
+  weightCopies?: number;
 }
 
 /** The adapter checkpoint's config: the base's identity and the adapters' settings, all of which a resume must match. */
@@ -193,6 +195,7 @@ export async function openPretrainedLearner(
         sampleRows: options.sampleRows ?? 8,
         microBatchRows: sapo.microBatchRows ?? 4,
         reference: (sapo.beta ?? 0) > 0,
+        weightCopies: options.weightCopies ?? 1,
       },
       options.memory,
     );

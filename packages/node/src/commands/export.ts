@@ -14,6 +14,7 @@ import {
   selectBackend,
   WEIGHT_DTYPES,
   type WeightDtype,
+  weightCopiesOn,
   writeAdapterFolder,
   writeMergedFolder,
 } from '@swarm-node/sapo';
@@ -67,6 +68,7 @@ export function exportCommand(): Command {
         lora,
         ...(contextLength === undefined ? {} : { contextLength }),
         memory: availableMemory(backend.name),
+        weightCopies: weightCopiesOn(backend.tfBackend),
       });
       const policy = learner.policy as PretrainedPolicy;
       try {
