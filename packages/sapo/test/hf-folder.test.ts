@@ -236,6 +236,10 @@ describe('parseConfig', () => {
     });
     const qwen2 = { ...llama, model_type: 'qwen2', architectures: ['Qwen2ForCausalLM'], head_dim: 32 };
     expect(parseConfig(qwen2, 'c')).toMatchObject({ architecture: 'qwen2', attentionBias: true, headDim: 32 });
+    // Llama's attention_bias: biases on q, k, v and o_proj, which the folder must then hold.
+    const biased = parseConfig({ ...llama, attention_bias: true }, 'c');
+    expect(biased.attentionBias).toBe(true);
+    expect(expectedTensors(biased).get('model.layers.0.self_attn.o_proj.bias')).toEqual([biased.hiddenSize]);
   });
 
   it.each([
@@ -246,7 +250,6 @@ describe('parseConfig', () => {
     [{ architectures: ['LlamaForSequenceClassification'] }, /architectures .* not LlamaForCausalLM/],
     [{ rope_scaling: { rope_type: 'llama3', factor: 8 } }, /rope_scaling .*llama3.* does not implement/],
     [{ hidden_act: 'gelu' }, /hidden_act is "gelu", not silu/],
-    [{ attention_bias: true }, /attention_bias is true .*o_proj/],
     [{ mlp_bias: true }, /mlp_bias/],
     [{ model_type: 'qwen2', architectures: ['Qwen2ForCausalLM'], use_sliding_window: true }, /use_sliding_window/],
     [{ num_key_value_heads: 4 }, /num_attention_heads 9 is not a multiple of num_key_value_heads 4/],

@@ -23,7 +23,10 @@ export interface PretrainedConfig {
   rmsNormEps: number;
   /** Whether the output head reuses the token embedding (`tie_word_embeddings`). */
   tieWordEmbeddings: boolean;
-  /** Biases on the q, k and v projections: Qwen2 has them, Llama only with `attention_bias`. */
+  /**
+   * Attention biases: Qwen2 always has them on q, k and v; Llama has them on q, k, v and o_proj
+   * when its config sets `attention_bias`.
+   */
   attentionBias: boolean;
   /** `max_position_embeddings`: the longest sequence the model was trained for. */
   maxPositions: number;
@@ -113,10 +116,6 @@ export function parseConfig(json: unknown, file: string): PretrainedConfig {
   if (activation !== 'silu') throw unsupported(`hidden_act is ${JSON.stringify(activation)}, not silu`);
   if (architecture === 'qwen2' && flag('use_sliding_window', false)) throw unsupported('use_sliding_window is true');
   if (architecture === 'llama' && flag('mlp_bias', false)) throw unsupported('mlp_bias is true');
-  // Llama's attention_bias also puts a bias on o_proj, which the policy has no place for.
-  if (architecture === 'llama' && flag('attention_bias', false)) {
-    throw unsupported('attention_bias is true (biases on q, k, v and o_proj)');
-  }
 
   const hiddenSize = count('hidden_size');
   const heads = count('num_attention_heads');
@@ -139,7 +138,7 @@ export function parseConfig(json: unknown, file: string): PretrainedConfig {
     ropeTheta: positive('rope_theta', 10000),
     rmsNormEps: positive('rms_norm_eps', DEFAULTS[architecture].rmsNormEps),
     tieWordEmbeddings: flag('tie_word_embeddings', false),
-    attentionBias: architecture === 'qwen2',
+    attentionBias: architecture === 'qwen2' || flag('attention_bias', false),
     maxPositions: count('max_position_embeddings', DEFAULTS[architecture].maxPositions),
   };
 }

@@ -12,6 +12,7 @@
 import { createHash } from 'node:crypto';
 import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { baseShapes } from '../pretrained.js';
 import {
   type Architecture,
   CAUSAL_LM_CLASSES,
@@ -98,31 +99,9 @@ const isRecord = (value: unknown): value is Record<string, unknown> =>
   typeof value === 'object' && value !== null && !Array.isArray(value);
 const isTokenId = (value: unknown): value is number => Number.isSafeInteger(value) && (value as number) >= 0;
 
-/** The tensors a config calls for, Hugging Face names to shapes, in the model's order. */
+/** The tensors a config calls for, Hugging Face names to shapes, in the model's order (the policy's own table). */
 export function expectedTensors(config: PretrainedConfig): Map<string, number[]> {
-  const { vocabSize, hiddenSize, intermediateSize, heads, kvHeads, headDim } = config;
-  const tensors = new Map<string, number[]>([['model.embed_tokens.weight', [vocabSize, hiddenSize]]]);
-  for (let layer = 0; layer < config.layers; layer++) {
-    const prefix = `model.layers.${layer}`;
-    const projections: [string, number, number][] = [
-      ['self_attn.q_proj', heads * headDim, hiddenSize],
-      ['self_attn.k_proj', kvHeads * headDim, hiddenSize],
-      ['self_attn.v_proj', kvHeads * headDim, hiddenSize],
-      ['self_attn.o_proj', hiddenSize, heads * headDim],
-      ['mlp.gate_proj', intermediateSize, hiddenSize],
-      ['mlp.up_proj', intermediateSize, hiddenSize],
-      ['mlp.down_proj', hiddenSize, intermediateSize],
-    ];
-    for (const [name, out, inputs] of projections) {
-      tensors.set(`${prefix}.${name}.weight`, [out, inputs]);
-      if (config.attentionBias && /[qkv]_proj$/.test(name)) tensors.set(`${prefix}.${name}.bias`, [out]);
-    }
-    tensors.set(`${prefix}.input_layernorm.weight`, [hiddenSize]);
-    tensors.set(`${prefix}.post_attention_layernorm.weight`, [hiddenSize]);
-  }
-  tensors.set('model.norm.weight', [hiddenSize]);
-  if (!config.tieWordEmbeddings) tensors.set('lm_head.weight', [vocabSize, hiddenSize]);
-  return tensors;
+  return baseShapes(config);
 }
 
 /** Parsed JSON of `path`, or null when it does not exist and is not `required`. */
