@@ -1,27 +1,39 @@
 /**
  * Picks the tfjs backend the learner runs on (DESIGN.md, "Tensor backends"): TensorFlow on a GPU,
- * TensorFlow on the CPU, wasm, then pure-JS cpu. The TensorFlow packages are optional dependencies
- * whose install often fails (it downloads libtensorflow), so they are imported only when tried, and
- * every way they can fail becomes a note rather than a crash.
+ * WebGPU on a hardware adapter, TensorFlow on the CPU, wasm, then pure-JS cpu. The TensorFlow
+ * packages and `webgpu` (Dawn) are optional dependencies whose install or load may fail, so they
+ * are imported only when tried, and every way they can fail becomes a note rather than a crash.
  */
 import { createRequire } from 'node:module';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import '@tensorflow/tfjs-backend-wasm';
 import { SapoError } from './errors.js';
+import { describeAdapter, probeWebGpu, startWebGpu, type WebGpuAdapter, WebGpuUnavailable } from './webgpu.js';
 
-export type BackendName = 'tensorflow-gpu' | 'tensorflow' | 'wasm' | 'cpu';
+export type BackendName = 'tensorflow-gpu' | 'webgpu' | 'tensorflow' | 'wasm' | 'cpu';
 
-/** Every backend, best first: the order 'auto' tries them in. */
-export const BACKEND_NAMES: readonly BackendName[] = Object.freeze(['tensorflow-gpu', 'tensorflow', 'wasm', 'cpu']);
+/**
+ * Every backend, best first: the order 'auto' tries them in. 'auto' takes webgpu on a hardware
+ * adapter only: a software one (Mesa's llvmpipe) computes the same, several times slower than wasm.
+ */
+export const BACKEND_NAMES: readonly BackendName[] = Object.freeze([
+  'tensorflow-gpu',
+  'webgpu',
+  'tensorflow',
+  'wasm',
+  'cpu',
+]);
 
 export interface BackendInfo {
   /** The backend chosen. */
   name: BackendName;
-  /** tf.getBackend() after selection: 'tensorflow', 'wasm' or 'cpu'. */
+  /** tf.getBackend() after selection: 'tensorflow', 'webgpu', 'wasm' or 'cpu'. */
   tfBackend: string;
-  /** True only when TensorFlow really has a GPU device. */
+  /** True only when a GPU computes: TensorFlow has a GPU device, or WebGPU runs on a hardware adapter. */
   gpu: boolean;
+  /** webgpu only: the adapter (vendor, architecture, device, software or not, limits). */
+  adapter?: WebGpuAdapter;
   /** wasm only: SIMD instructions in use. */
   simd?: boolean;
   /** wasm only: multi-threaded (never in Node, where tfjs runs wasm on one thread). */
@@ -39,6 +51,8 @@ const PACKAGES = { 'tensorflow-gpu': '@tensorflow/tfjs-node-gpu', tensorflow: '@
 
 const HINTS: Record<BackendName, string> = {
   'tensorflow-gpu': 'install @tensorflow/tfjs-node-gpu with CUDA 11.2 and cuDNN 8.1, or use --backend wasm',
+  webgpu:
+    'install the optional webgpu package and a GPU driver with Vulkan, Metal or D3D12 (or, for the software adapter on Linux, Mesa: libegl1 libgles2 libegl-mesa0 libgl1-mesa-dri), or use --backend wasm',
   tensorflow: 'run npm install @tensorflow/tfjs-node with network access, or use --backend wasm',
   wasm: 'reinstall @tensorflow/tfjs-backend-wasm (its dist/*.wasm files must be present), or use --backend cpu',
   cpu: 'reinstall @tensorflow/tfjs-core and @tensorflow/tfjs-backend-cpu',
@@ -102,7 +116,25 @@ async function loadTensorflow(pkg: string): Promise<string | undefined> {
   return (await activate('tensorflow')) ? undefined : 'TensorFlow failed to initialise (tfjs printed the cause above)';
 }
 
-async function attempt(name: BackendName): Promise<Chosen | Skipped> {
+/** WebGPU: in 'auto', a hardware adapter only; asked for by name, whatever adapter there is. */
+async function attemptWebGpu(auto: boolean): Promise<Chosen | Skipped> {
+  try {
+    const found = await probeWebGpu();
+    if (auto && found.software) {
+      return {
+        reason: `only a software adapter (${describeAdapter(found)}; slower than wasm, so auto skips it; --backend webgpu uses it)`,
+      };
+    }
+    const adapter = await startWebGpu();
+    return { name: 'webgpu', tfBackend: tf.getBackend(), gpu: !adapter.software, adapter };
+  } catch (error) {
+    if (error instanceof WebGpuUnavailable) return { reason: error.reason };
+    throw error;
+  }
+}
+
+async function attempt(name: BackendName, auto: boolean): Promise<Chosen | Skipped> {
+  if (name === 'webgpu') return attemptWebGpu(auto);
   if (name === 'tensorflow-gpu' || name === 'tensorflow') {
     const failure = await loadTensorflow(PACKAGES[name]);
     if (failure !== undefined) return { reason: failure };
@@ -141,7 +173,7 @@ export async function selectBackend(options: SelectBackendOptions = {}): Promise
   tf.env().set('PROD', true);
   const notes: string[] = [];
   for (const name of choice === 'auto' ? BACKEND_NAMES : [choice]) {
-    const result = await attempt(name);
+    const result = await attempt(name, choice === 'auto');
     if (!('reason' in result)) return { ...result, notes };
     if (choice !== 'auto') throw new BackendUnavailableError(name, result.reason);
     // TensorFlow on the CPU is what 'tensorflow' would give; tfjs-node would only re-register the same name.
@@ -156,9 +188,11 @@ export function describeBackend(info: BackendInfo): string {
   const what =
     info.name === 'wasm'
       ? `wasm (${info.simd ? 'SIMD' : 'no SIMD'}, ${info.threads ? 'multi-threaded' : '1 thread'})`
-      : `${info.name} (${info.gpu ? 'GPU' : info.name === 'cpu' ? 'pure JS' : 'CPU'})`;
+      : info.adapter !== undefined
+        ? `${info.name} (${info.gpu ? 'GPU' : 'software adapter'}: ${describeAdapter(info.adapter)})`
+        : `${info.name} (${info.gpu ? 'GPU' : info.name === 'cpu' ? 'pure JS' : 'CPU'})`;
   if (info.notes.length === 0) return what;
   // Each note is `name: short reason (details)`; the line keeps `name short reason`.
   const skipped = info.notes.map((note) => note.replace(/ \(.*$/s, '').replace(': ', ' '));
-  return `${what} — no GPU: ${skipped.join(', ')}`;
+  return `${what} — ${info.gpu ? 'skipped' : 'no GPU'}: ${skipped.join(', ')}`;
 }

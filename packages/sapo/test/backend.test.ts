@@ -11,6 +11,7 @@ import {
   UnknownBackendError,
 } from '../src/backend.js';
 import { SapoError } from '../src/errors.js';
+import { probeWebGpu } from '../src/webgpu.js';
 
 // These expectations hold where the optional TensorFlow packages are absent (they need network to
 // install); where one is installed, auto rightly picks it and these cases are skipped.
@@ -24,6 +25,12 @@ const installed = (pkg: string) => {
   }
 };
 const noTensorflow = !installed('@tensorflow/tfjs-node') && !installed('@tensorflow/tfjs-node-gpu');
+// A hardware WebGPU adapter rightly comes before wasm in auto; a software one (llvmpipe), none, or no
+// `webgpu` package leaves wasm first.
+const hardwareWebGpu = await probeWebGpu().then(
+  (adapter) => !adapter.software,
+  () => false,
+);
 
 async function matMulOn(backend: 'cpu' | 'wasm'): Promise<Float32Array> {
   await selectBackend({ backend });
@@ -36,19 +43,25 @@ async function matMulOn(backend: 'cpu' | 'wasm'): Promise<Float32Array> {
 }
 
 describe('selectBackend', () => {
-  it.runIf(noTensorflow)('auto picks wasm here and notes why both TensorFlow backends were skipped', async () => {
-    const info = await selectBackend();
-    expect(info).toMatchObject({ name: 'wasm', tfBackend: 'wasm', gpu: false, threads: false });
-    expect(tf.getBackend()).toBe('wasm');
-    expect(typeof info.simd).toBe('boolean');
-    expect(info.notes).toHaveLength(2);
-    expect(info.notes[0]).toMatch(/^tensorflow-gpu: not installed \(@tensorflow\/tfjs-node-gpu .*CUDA 11\.2/);
-    expect(info.notes[1]).toMatch(/^tensorflow: not installed \(@tensorflow\/tfjs-node /);
-    expect(describeBackend(info)).toBe(
-      `wasm (${info.simd ? 'SIMD' : 'no SIMD'}, 1 thread) — no GPU: tensorflow-gpu not installed, tensorflow not installed`,
-    );
-    expect(await selectBackend({ backend: 'auto' })).toEqual(info);
-  });
+  it.runIf(noTensorflow && !hardwareWebGpu)(
+    'auto picks wasm here and notes why each backend before it was skipped',
+    async () => {
+      const info = await selectBackend();
+      expect(info).toMatchObject({ name: 'wasm', tfBackend: 'wasm', gpu: false, threads: false });
+      expect(tf.getBackend()).toBe('wasm');
+      expect(typeof info.simd).toBe('boolean');
+      expect(info.notes).toHaveLength(3);
+      expect(info.notes[0]).toMatch(/^tensorflow-gpu: not installed \(@tensorflow\/tfjs-node-gpu .*CUDA 11\.2/);
+      const webgpu = /^webgpu: (only a software adapter \(.*slower than wasm|no adapter|not installed|installed but)/;
+      expect(info.notes[1]).toMatch(webgpu);
+      expect(info.notes[2]).toMatch(/^tensorflow: not installed \(@tensorflow\/tfjs-node /);
+      const skipped = (info.notes[1] as string).replace(/ \(.*$/s, '').replace(': ', ' ');
+      expect(describeBackend(info)).toBe(
+        `wasm (${info.simd ? 'SIMD' : 'no SIMD'}, 1 thread) — no GPU: tensorflow-gpu not installed, ${skipped}, tensorflow not installed`,
+      );
+      expect(await selectBackend({ backend: 'auto' })).toEqual(info);
+    },
+  );
 
   it('cpu and wasm both work and agree on a matMul', async () => {
     const onCpu = await matMulOn('cpu');
@@ -88,7 +101,7 @@ describe('selectBackend', () => {
     expect(error).toBeInstanceOf(UnknownBackendError);
     expect(error).toMatchObject({
       code: 'UNKNOWN_BACKEND',
-      message: 'unknown backend "webgl"; valid backends: auto, tensorflow-gpu, tensorflow, wasm, cpu',
+      message: 'unknown backend "webgl"; valid backends: auto, tensorflow-gpu, webgpu, tensorflow, wasm, cpu',
     });
   });
 });
@@ -102,13 +115,51 @@ describe('parseBackendName', () => {
     expect(parseBackendName(' WASM ')).toBe('wasm');
   });
 
-  it.each(['', 'gpu', 'tensorflow_gpu', 'webgpu'])('rejects %j', (text) => {
+  it.each(['', 'gpu', 'tensorflow_gpu', 'web-gpu'])('rejects %j', (text) => {
     expect(() => parseBackendName(text)).toThrow(UnknownBackendError);
-    expect(() => parseBackendName(text)).toThrow(/valid backends: auto, tensorflow-gpu, tensorflow, wasm, cpu/);
+    expect(() => parseBackendName(text)).toThrow(/valid backends: auto, tensorflow-gpu, webgpu, tensorflow, wasm, cpu/);
   });
 });
 
 describe('describeBackend', () => {
+  it('names the WebGPU adapter, hardware or software', () => {
+    const adapter = {
+      vendor: 'nvidia',
+      architecture: 'ampere',
+      device: 'NVIDIA GeForce RTX 3060',
+      description: 'NVIDIA: 550.54',
+      dawnBackend: 'default' as const,
+      featureLevel: 'core' as const,
+      isFallbackAdapter: false,
+      software: false,
+      limits: { maxBufferSize: 2 ** 32, maxStorageBufferBindingSize: 2 ** 31 },
+    };
+    const gpu: BackendInfo = { name: 'webgpu', tfBackend: 'webgpu', gpu: true, adapter, notes: [] };
+    expect(describeBackend(gpu)).toBe(
+      'webgpu (GPU: nvidia ampere NVIDIA GeForce RTX 3060 (NVIDIA: 550.54), hardware, core, buffers ≤ 4 GiB, bindings ≤ 2 GiB)',
+    );
+    const llvmpipe = {
+      ...adapter,
+      vendor: '',
+      architecture: '',
+      device: 'llvmpipe-llvm-15-0-6-256-bits-',
+      description: 'OpenGL version OpenGL ES 3.2 Mesa 22.3.6',
+      dawnBackend: 'opengles' as const,
+      featureLevel: 'compatibility' as const,
+      software: true,
+      limits: { maxBufferSize: 2 ** 31, maxStorageBufferBindingSize: 2 ** 27 },
+    };
+    const software: BackendInfo = {
+      ...gpu,
+      gpu: false,
+      adapter: llvmpipe,
+      notes: ['tensorflow-gpu: not installed (x)'],
+    };
+    expect(describeBackend(software)).toBe(
+      'webgpu (software adapter: llvmpipe-llvm-15-0-6-256-bits- (OpenGL version OpenGL ES 3.2 Mesa 22.3.6), software, opengles compatibility, buffers ≤ 2 GiB, bindings ≤ 128 MiB) — no GPU: tensorflow-gpu not installed',
+    );
+  });
+
   it('names a GPU, and what TensorFlow on the CPU skipped', () => {
     const gpu: BackendInfo = { name: 'tensorflow-gpu', tfBackend: 'tensorflow', gpu: true, notes: [] };
     expect(describeBackend(gpu)).toBe('tensorflow-gpu (GPU)');
