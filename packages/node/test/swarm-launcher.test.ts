@@ -238,6 +238,28 @@ describe('swarm-node swarm', () => {
     expect(existsSync(join(out, 'report.json'))).toBe(false);
   }, 600_000);
 
+  it('kills a child that does not stop within --stop-timeout, and says so (exit 1)', async () => {
+    const out = await outDir('straggler');
+    const launcher = launch(['--nodes', '1', '--stop-timeout', '2', '--out', out]);
+    const line = await launcher.waitFor(/^node-1 12D3KooW\S+ \(pid \d+\) started/, 'node-1 to start');
+    await launcher.waitFor(/^node-1 round 0 /, 'a first round');
+    const node = Number(/\(pid (\d+)\)/.exec(line)?.[1]);
+    // A node that no longer runs at all: the SIGTERM waits, the SIGKILL after the timeout does not.
+    process.kill(node, 'SIGSTOP');
+    launcher.child.kill('SIGINT');
+    expect(await launcher.exited).toBe(1);
+    expect(launcher.stderr.join('\n')).toMatch(/the swarm did not run cleanly: see .*report\.json/);
+    expect(launcher.lines).toContain(
+      `  node-1 did not stop cleanly (killed by SIGKILL after the stop timeout): see ${join(out, 'node-1.log')}`,
+    );
+    expect([...launcher.pids].filter((pid) => !gone(pid))).toEqual([]);
+    const report = await readReport(out);
+    expect(report).toMatchObject({ stoppedBy: 'SIGINT', clean: false, bootstrap: { stoppedCleanly: true } });
+    expect(report.nodes[0]).toMatchObject({ stoppedCleanly: false, exit: 'killed by SIGKILL after the stop timeout' });
+    expect(report.nodes[0]?.rounds).toBeGreaterThanOrEqual(1);
+    expect(await readFile(join(out, 'node-1.log'), 'utf8')).toMatch(/sending SIGTERM\n.*sending SIGKILL\n/s);
+  }, 600_000);
+
   it('refuses bad flags with a clear message and exit code 2, starting nothing', async () => {
     const used = await outDir('used');
     await mkdir(used, { recursive: true });

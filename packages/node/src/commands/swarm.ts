@@ -506,7 +506,9 @@ async function runSwarm(settings: SwarmSettings, specs: NodeSpec[], command: str
     ]);
 
   try {
-    display.event(`swarm "${settings.swarm}": a bootstrap peer and ${settings.nodes} nodes; files in ${settings.out}`);
+    display.event(
+      `swarm "${settings.swarm}": a bootstrap peer and ${plural(settings.nodes, 'node')}; files in ${settings.out}`,
+    );
     const port = (i: number) => (settings.basePort === 0 ? 0 : settings.basePort + i);
     const network = (i: number) => [
       '--swarm',
@@ -738,6 +740,7 @@ interface Display {
   finish(view: SwarmView, report: SwarmReport, files: string[]): void;
 }
 
+const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
 const fixed = (value: number | null, digits = 2) => (value === null ? '-' : value.toFixed(digits));
 const shortId = (id: string | null) => (id === null ? '-' : `${id.slice(0, 8)}…${id.slice(-4)}`);
 const duration = (seconds: number) =>
@@ -789,7 +792,7 @@ class TerminalDisplay implements Display {
 
 function table(view: SwarmView): string {
   const rounds = view.roundsWanted === 0 ? 'until Ctrl-C' : `${view.roundsWanted} rounds`;
-  const head = `swarm "${view.swarm}" on ${LOOPBACK}: ${view.nodes.length} nodes, ${rounds}, ${duration(view.seconds)}`;
+  const head = `swarm "${view.swarm}" on ${LOOPBACK}: ${plural(view.nodes.length, 'node')}, ${rounds}, ${duration(view.seconds)}`;
   const seed =
     view.bootstrap === null
       ? ''
@@ -855,7 +858,7 @@ function summary(report: SwarmReport, files: string[]): string {
   const high = rounds.length === 0 ? 0 : Math.max(...rounds);
   const lines = [
     `${report.stoppedBy === 'rounds' ? 'done' : `stopped (${report.stoppedBy})`} after ${duration(report.seconds)}: ` +
-      `${report.nodes.length} nodes ran ${low === high ? low : `${low}-${high}`} rounds; ` +
+      `${plural(report.nodes.length, 'node')} ran ${low === high ? plural(low, 'round') : `${low}-${high} rounds`}; ` +
       (low === 0
         ? ''
         : `swarm mean reward ${fixed(report.swarm.meanReward[low - 1] ?? null)} in the last round all ran, `) +
