@@ -52,7 +52,7 @@ const PACKAGES = { 'tensorflow-gpu': '@tensorflow/tfjs-node-gpu', tensorflow: '@
 const HINTS: Record<BackendName, string> = {
   'tensorflow-gpu': 'install @tensorflow/tfjs-node-gpu with CUDA 11.2 and cuDNN 8.1, or use --backend wasm',
   webgpu:
-    'install the optional webgpu package and a GPU driver with Vulkan, Metal or D3D12 (or, for the software adapter on Linux, Mesa: libegl1 libgles2 libegl-mesa0 libgl1-mesa-dri), or use --backend wasm',
+    'install the optional webgpu package and a GPU driver with Vulkan, Metal or D3D12 (for the software adapter on Debian or Ubuntu: apt-get install libegl-dev libegl-mesa0 libgl1-mesa-dri), or use --backend wasm',
   tensorflow: 'run npm install @tensorflow/tfjs-node with network access, or use --backend wasm',
   wasm: 'reinstall @tensorflow/tfjs-backend-wasm (its dist/*.wasm files must be present), or use --backend cpu',
   cpu: 'reinstall @tensorflow/tfjs-core and @tensorflow/tfjs-backend-cpu',

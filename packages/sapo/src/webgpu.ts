@@ -17,6 +17,7 @@
  *   as a GPU read has to, without leaving the event loop (see `installEventPump`).
  * - Kernels our models need that tfjs-backend-webgpu lacks (registerMissingKernels).
  */
+import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import * as tf from '@tensorflow/tfjs-core';
 
@@ -271,7 +272,8 @@ async function request(
     const gpu = dawn.create(dawnBackend === 'default' ? [] : [`backend=${dawnBackend}`]);
     const adapter = await gpu.requestAdapter(options);
     if (adapter === null) {
-      notes.push(`no ${dawnBackend === 'default' ? 'Vulkan/Metal/D3D12' : 'OpenGL ES'} adapter`);
+      const egl = dawnBackend === 'opengles' && !unversionedEglFound() ? ': Dawn opens libEGL.so, not found here' : '';
+      notes.push(`no ${dawnBackend === 'default' ? 'Vulkan/Metal/D3D12' : 'OpenGL ES'} adapter${egl}`);
       return null;
     }
     const asked = options.featureLevel === 'compatibility' ? 'compatibility' : 'core';
@@ -280,6 +282,22 @@ async function request(
     notes.push(`adapter request failed (${describeFailure(error)})`);
     return null;
   }
+}
+
+/**
+ * Dawn's OpenGL ES backend opens the unversioned libEGL.so, which Debian and Ubuntu ship only in
+ * libegl-dev (libegl1 has libEGL.so.1): the usual reason for no OpenGL ES adapter where Mesa is there.
+ */
+function unversionedEglFound(): boolean {
+  const triplet = process.arch === 'arm64' ? 'aarch64-linux-gnu' : 'x86_64-linux-gnu';
+  const dirs = [
+    ...(process.env.LD_LIBRARY_PATH ?? '').split(':').filter((dir) => dir !== ''),
+    `/usr/lib/${triplet}`,
+    `/lib/${triplet}`,
+    '/usr/lib64',
+    '/usr/lib',
+  ];
+  return dirs.some((dir) => existsSync(`${dir}/libEGL.so`));
 }
 
 let dawnModule: Promise<DawnModule> | null = null;
