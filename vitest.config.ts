@@ -2,7 +2,7 @@ import { defineConfig } from 'vitest/config';
 
 export default defineConfig({
   test: {
-    include: ['packages/*/test/**/*.test.ts', 'test/**/*.test.ts'],
+    include: ['packages/*/test/**/*.test.ts'],
     // Property tests run tens of thousands of cases; multi-process tests spawn real processes.
     testTimeout: 120_000,
     hookTimeout: 60_000,

@@ -1,7 +1,7 @@
 import { writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chartGrid, lineChart, niceTicks, PALETTE, type Panel, type Series } from '@swarm-node/node/svg-chart';
+import { chartGrid, lineChart, niceTicks, PALETTE, type Panel, type Series } from '../src/svg-chart.js';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 
