@@ -183,7 +183,10 @@ export async function selectBackend(options: SelectBackendOptions = {}): Promise
   throw new BackendUnavailableError('cpu', notes.join('; '));
 }
 
-/** One line for people, e.g. "wasm (SIMD, 1 thread) — no GPU: tensorflow-gpu not installed, tensorflow not installed". */
+/**
+ * One line for people, e.g. "wasm (SIMD, 1 thread) — no GPU: tensorflow-gpu not installed, webgpu only a
+ * software adapter, tensorflow not installed", or "webgpu (GPU: nvidia ampere NVIDIA GeForce RTX 3060 …)".
+ */
 export function describeBackend(info: BackendInfo): string {
   const what =
     info.name === 'wasm'
