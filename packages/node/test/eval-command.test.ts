@@ -139,7 +139,7 @@ describe('swarm-node eval', () => {
     await usage(['--families', 'reverse,nope'], /unknown task family "nope"; valid families: reverse, sort, count/);
     await usage(
       ['--backend', 'tpu'],
-      /unknown backend "tpu"; valid backends: auto, tensorflow-gpu, tensorflow, wasm, cpu/,
+      /unknown backend "tpu"; valid backends: auto, tensorflow-gpu, webgpu, tensorflow, wasm, cpu/,
     );
     await usage(['--seed', '4294967295', '--tasks', '2'], /task seeds within 0 to 4294967295/);
   });
