@@ -100,14 +100,20 @@ export async function openLearner(spec: LearnerSpec): Promise<Learner> {
     ...(spec.lora === undefined ? {} : { lora: spec.lora }),
     ...(spec.contextLength === undefined ? {} : { contextLength: spec.contextLength }),
     sapo: spec.sapo ?? {},
-    memory: withinLimit(availableMemory(backend.name), spec.memoryLimit),
+    memory: withinLimit(availableMemory(backend.name, maxTensorBytesOf(backend)), spec.memoryLimit),
     weightCopies: weightCopiesOn(backend.tfBackend),
   });
   return new InThreadLearner(learner, backend, metadata, checkpointConfig, plan);
 }
 
+/** The adapter's largest shader binding, on webgpu. */
+const maxTensorBytesOf = (backend: BackendInfo) =>
+  backend.adapter === undefined ? {} : { maxTensorBytes: backend.adapter.limits.maxStorageBufferBindingSize };
+
 const withinLimit = (available: MemoryLimit, limit: number | undefined): MemoryLimit =>
-  limit === undefined || limit >= available.bytes ? available : { bytes: limit, source: 'the memory limit set' };
+  limit === undefined || limit >= available.bytes
+    ? available
+    : { ...available, bytes: limit, source: 'the memory limit set' };
 
 class InThreadLearner implements Learner {
   readonly info: LearnerInfo;

@@ -106,6 +106,11 @@ export interface MemoryLimit {
   bytes: number;
   /** What sets it, for messages: "free system memory", "the cgroup limit", "the wasm heap (4 GiB)". */
   source: string;
+  /**
+   * The largest single tensor the backend can hold, where it has such a limit: a WebGPU adapter's
+   * maxStorageBufferBindingSize (a shader binds each tensor whole). None by default.
+   */
+  maxTensorBytes?: number;
 }
 
 export interface MemoryPlan {
@@ -177,20 +182,32 @@ function bytesFor(model: ModelShape, run: RunShape, sampleRows: number, microBat
  * those asked for, whose peak fits; `fits: false` when even one row each does not.
  */
 export function planMemory(model: ModelShape, run: RunShape, limit: MemoryLimit): MemoryPlan {
+  const maxTensor = limit.maxTensorBytes ?? Number.POSITIVE_INFINITY;
+  // The largest tensors: the embedding (or head) and an MLP weight; per row, the step's logits.
+  const largestWeight = Math.max(model.vocab, model.intermediate) * model.hidden * FLOAT;
+  const logitsPerRow = run.contextLength * model.vocab * FLOAT;
   const largest = (asked: number, bytesAt: (rows: number) => number) => {
     let rows = asked;
-    while (rows > 0 && bytesAt(rows) > limit.bytes) rows--;
+    while (rows > 0 && (bytesAt(rows) > limit.bytes || rows * logitsPerRow > maxTensor)) rows--;
     return rows;
   };
-  const microBatchRows = largest(run.microBatchRows, (r) => bytesFor(model, run, 1, r).total);
-  const sampleRows = largest(run.sampleRows, (r) => bytesFor(model, run, r, Math.max(1, microBatchRows)).total);
+  const weightFits = largestWeight <= maxTensor;
+  const microBatchRows = weightFits ? largest(run.microBatchRows, (r) => bytesFor(model, run, 1, r).total) : 0;
+  const sampleRows = weightFits
+    ? largest(run.sampleRows, (r) => bytesFor(model, run, r, Math.max(1, microBatchRows)).total)
+    : 0;
   const fits = microBatchRows > 0 && sampleRows > 0;
   const { parts, total } = bytesFor(model, run, Math.max(1, sampleRows), Math.max(1, microBatchRows));
   const held = `weights ${gib(parts.weights)}, trainable + optimizer ${gib(parts.trainable + parts.optimizer)}, step ${gib(parts.stepActivations)}, sampling ${gib(parts.sampling)}`;
+  const tensorLimit = `a single tensor of ${mib(Math.max(largestWeight, logitsPerRow))} (the embedding, or one row's logits) and the backend binds at most ${mib(maxTensor)}`;
   const summary = fits
     ? `memory plan: ${gib(total)} of ${gib(limit.bytes)} (${limit.source}) — ${held}; ${microBatchRows} rows per step micro-batch, ${sampleRows} sampled at once`
-    : `the model does not fit: it needs ${gib(total)} with one row at a time (${held}), and ${limit.source} allows ${gib(limit.bytes)}. ` +
-      `Use a shorter context (now ${run.contextLength} tokens), a smaller model, or a machine or backend with more memory${(run.weightCopies ?? 1) > 1 ? ' (on wasm every weight is held twice, and the heap stops at 4 GiB: a GPU backend or tensorflow holds it once)' : ''}`;
+    : weightFits && total <= limit.bytes
+      ? `the model does not fit: it needs ${tensorLimit}. Use a shorter context (now ${run.contextLength} tokens) or another backend`
+      : !weightFits
+        ? `the model does not fit: it needs ${tensorLimit}. Use a smaller model or another backend (wasm, tensorflow)`
+        : `the model does not fit: it needs ${gib(total)} with one row at a time (${held}), and ${limit.source} allows ${gib(limit.bytes)}. ` +
+          `Use a shorter context (now ${run.contextLength} tokens), a smaller model, or a machine or backend with more memory${(run.weightCopies ?? 1) > 1 ? ' (on wasm every weight is held twice, and the heap stops at 4 GiB: a GPU backend or tensorflow holds it once)' : ''}`;
   return { fits, sampleRows, microBatchRows, parts, totalBytes: total, limit, summary };
 }
 
@@ -206,14 +223,22 @@ export const WASM_HEAP_LIMIT = 4 * 2 ** 30;
 
 /**
  * The memory a learner may plan with on `backend`: the free system memory, lowered by a cgroup
- * (container) limit where one is set, and by the wasm heap's 4 GiB on wasm.
+ * (container) limit where one is set, and by the wasm heap's 4 GiB on wasm. On webgpu, pass the
+ * adapter's maxStorageBufferBindingSize as `maxTensorBytes`; WebGPU does not report how much GPU
+ * memory there is, so the system's stands in for it (exact on a software or integrated adapter).
  */
-export function availableMemory(backend: string): MemoryLimit {
-  const limits: MemoryLimit[] = [{ bytes: freemem(), source: 'free system memory' }];
+export function availableMemory(backend: string, options: { maxTensorBytes?: number } = {}): MemoryLimit {
+  const limits: MemoryLimit[] = [
+    {
+      bytes: freemem(),
+      source: backend === 'webgpu' ? 'free system memory (WebGPU reports no GPU memory)' : 'free system memory',
+    },
+  ];
   const cgroup = cgroupLimit();
   if (cgroup !== null && cgroup < totalmem()) limits.push({ bytes: cgroup, source: 'the cgroup memory limit' });
   if (backend === 'wasm') limits.push({ bytes: WASM_HEAP_LIMIT, source: 'the wasm heap, 4 GiB at most' });
-  return limits.reduce((a, b) => (b.bytes < a.bytes ? b : a));
+  const limit = limits.reduce((a, b) => (b.bytes < a.bytes ? b : a));
+  return options.maxTensorBytes === undefined ? limit : { ...limit, maxTensorBytes: options.maxTensorBytes };
 }
 
 /** cgroup v2's memory.max (or v1's limit_in_bytes) for this process, or null when none is set. */
@@ -232,3 +257,4 @@ function cgroupLimit(): number | null {
 }
 
 const gib = (bytes: number) => `${(bytes / 2 ** 30).toFixed(2)} GiB`;
+const mib = (bytes: number) => `${Math.round(bytes / 2 ** 20)} MiB`;

@@ -107,6 +107,20 @@ describe('the memory plan', () => {
     ).toBe(true);
   });
 
+  it("on webgpu, keeps every tensor within the adapter's largest binding (llvmpipe's 128 MiB)", () => {
+    const adapter = { bytes: 16 * GIB, source: 'free system memory', maxTensorBytes: 128 * 2 ** 20 };
+    const run = { ...RUN, contextLength: 128, microBatchRows: 8 };
+    // SmolLM2-135M: a 108 MiB embedding fits; one row's logits are 24 MiB, so at most 5 rows at once.
+    const smol = planMemory(pretrainedShape(SMOLLM2_135M, { rank: 16, targets: ALL }), run, adapter);
+    expect(smol).toMatchObject({ fits: true, microBatchRows: 5, sampleRows: 5 });
+    // Qwen2.5-0.5B: its 519 MiB embedding can never be bound.
+    const qwen = planMemory(pretrainedShape(QWEN25_05B, { rank: 16, targets: ALL }), run, adapter);
+    expect(qwen.fits).toBe(false);
+    expect(qwen.summary).toMatch(
+      /a single tensor of 519 MiB .* binds at most 128 MiB\. Use a smaller model or another backend/,
+    );
+  });
+
   it('plans the embedded model in megabytes, and keeps the KL reference when β > 0', () => {
     const shape = embeddedShape(EMBEDDED_CONFIG, 420_000);
     const limit = { bytes: 4 * GIB, source: 'x' };
