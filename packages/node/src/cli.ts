@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { SapoError } from '@swarm-node/sapo';
 import { TaskError } from '@swarm-node/tasks';
 import { Command, CommanderError } from 'commander';
+import { doctorCommand } from './commands/doctor.js';
 import { evalCommand } from './commands/eval.js';
 import { exportCommand } from './commands/export.js';
 import { idCommand, pskCommand, statusCommand } from './commands/node-info.js';
@@ -29,6 +30,7 @@ export function createProgram(): Command {
     .addCommand(idCommand())
     .addCommand(statusCommand())
     .addCommand(pskCommand())
+    .addCommand(doctorCommand())
     .addCommand(evalCommand())
     .addCommand(exportCommand())
     .addCommand(tasksCommand());

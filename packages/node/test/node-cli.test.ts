@@ -89,6 +89,20 @@ describe('swarm-node node commands', () => {
     expect(bad.stderr).toMatch(/--lora-targets names projections among q_proj, .*; unknown: nope/);
   }, 120_000);
 
+  it('doctor lists every backend, ok or why not, and the memory plan on each that works', async () => {
+    const human = swarmNode('doctor');
+    expect(human.code).toBe(0);
+    for (const name of ['tensorflow-gpu', 'webgpu', 'tensorflow', 'wasm', 'cpu'])
+      expect(human.stdout).toMatch(new RegExp(`^  ${name} +(ok|no) `, 'm'));
+    expect(human.stdout).toMatch(/^ {2}wasm +ok +wasm \(SIMD/m);
+    expect(human.stdout).toMatch(/^memory plan\n {2}\S+ +fits /m);
+    const model = (await writeTinyModel(join(dir, 'doctor-model'), { architecture: 'qwen2' })).dir;
+    const report = JSON.parse(swarmNode('doctor', '--model', model, '--json').stdout);
+    expect(report.model).toMatchObject({ contextLength: 384 });
+    expect(report.plans.wasm).toMatchObject({ fits: true, microBatchRows: 4 });
+    for (const backend of report.backends) expect(backend.description.length).toBeGreaterThan(0); // a reason for each one that is not ok
+  });
+
   it('refuses a bootstrap address without a peer id, before touching the network (exit 2)', () => {
     const { code, stderr } = swarmNode(
       'start',

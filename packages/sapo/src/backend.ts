@@ -111,12 +111,26 @@ async function loadTensorflow(pkg: string): Promise<string | undefined> {
     await import(pkg);
   } catch (error) {
     const message = error instanceof Error ? error.message : String(error);
-    return `installed but failed to load (${message.split('\n', 1)[0]?.trim().replace(/\.$/, '')})`;
+    return `installed but failed to load: ${explainTensorflowLoadError(pkg, message)} (${message.split('\n', 1)[0]?.trim().replace(/\.$/, '')})`;
   }
   return (await activate('tensorflow')) ? undefined : 'TensorFlow failed to initialise (tfjs printed the cause above)';
 }
 
 /** WebGPU: in 'auto', a hardware adapter only; asked for by name, whatever adapter there is. */
+/**
+ * What a TensorFlow package's load error means, for people: its two common causes have nothing
+ * to do with swarm-node, and each has one fix (packages/sapo/README.md, "Backends").
+ */
+export function explainTensorflowLoadError(pkg: string, message: string): string {
+  if (/tfjs_binding\.node|libtensorflow/.test(message)) {
+    return 'its install could not download libtensorflow 2.9.1 (the download answers 403, tfjs issue 8742); set TFJS_NODE_CDN_STORAGE to a mirror and reinstall it, or build it locally';
+  }
+  if (/libcud(nn|art|a|blas)[^ ]*\.so/.test(message)) {
+    return `${pkg} 4.x needs CUDA 11.2 and cuDNN 8.1 (libcudnn.so.8, libcudart.so.11.0); a CUDA 12 machine lacks them: install them beside it, or use --backend webgpu`;
+  }
+  return 'see the error';
+}
+
 async function attemptWebGpu(auto: boolean): Promise<Chosen | Skipped> {
   try {
     const found = await probeWebGpu();

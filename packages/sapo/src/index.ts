@@ -1,7 +1,8 @@
 /**
- * @swarm-node/sapo: the learner. A byte-level policy transformer on tfjs, batched sampling with a
- * KV cache, and the SAPO update on a mix of local and peers' rollouts. No network, no tasks:
- * it learns from text and rewards.
+ * @swarm-node/sapo: the learner. The embedded byte-level policy and pre-trained Llama/Qwen2 models
+ * with LoRA on tfjs (wasm, WebGPU, TensorFlow), batched sampling with a KV cache, the SAPO update
+ * on a mix of local and peers' rollouts, a memory plan and checkpoints. No network, no tasks: it
+ * learns from text and rewards.
  */
 export {
   BACKEND_NAMES,
@@ -121,3 +122,4 @@ export {
   restoreLearner,
 } from './state.js';
 export { ByteTokenizer, type Tokenizer, TokenizerError } from './tokenizer.js';
+export { describeAdapter, type WebGpuAdapter } from './webgpu.js';

@@ -6,6 +6,7 @@ import {
   type BackendInfo,
   BackendUnavailableError,
   describeBackend,
+  explainTensorflowLoadError,
   parseBackendName,
   selectBackend,
   UnknownBackendError,
@@ -169,5 +170,23 @@ describe('describeBackend', () => {
     expect(describeBackend(onCpu)).toBe(
       'tensorflow (CPU) — no GPU: tensorflow-gpu loaded, but TensorFlow sees no GPU device',
     );
+  });
+});
+
+describe('explainTensorflowLoadError', () => {
+  it('says what to do for the two ways TensorFlow fails to load: no libtensorflow, and CUDA 12 without cuDNN 8', () => {
+    expect(
+      explainTensorflowLoadError(
+        '@tensorflow/tfjs-node',
+        'The Node.js native addon module (tfjs_binding.node) can not be found at path: /x/lib/napi-v8/tfjs_binding.node',
+      ),
+    ).toMatch(/could not download libtensorflow 2\.9\.1 .*TFJS_NODE_CDN_STORAGE/);
+    expect(
+      explainTensorflowLoadError(
+        '@tensorflow/tfjs-node-gpu',
+        'libcudnn.so.8: cannot open shared object file: No such file or directory',
+      ),
+    ).toMatch(/needs CUDA 11\.2 and cuDNN 8\.1 .*CUDA 12 machine lacks them/);
+    expect(explainTensorflowLoadError('@tensorflow/tfjs-node', 'something else')).toBe('see the error');
   });
 });
