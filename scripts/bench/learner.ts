@@ -10,6 +10,17 @@
  *   npm run bench:learner -- --backends wasm --torch off              without the PyTorch peer
  *   npm run bench:learner -- --backends wasm --torch /usr/bin/python3 the peer's interpreter
  *   npm run bench:learner -- --backends wasm --profile                where one step's time goes, by kernel
+ *   npm run bench:learner -- --pretrained smollm2-135m --steps 1      a pre-trained model's shape (below)
+ *   npm run bench:learner -- --backends wasm --baseline /tmp/before   ours against another checkout's model.ts
+ *
+ * --baseline DIR times the fast-graph step of DIR's built packages/sapo (e.g. a git worktree of an
+ * earlier commit, after its `npx tsc -b`) in the same process, its steps alternating with ours.
+ *
+ * --pretrained smollm2-135m|qwen2.5-0.5b builds a random model of that shape (make-tiny-model's
+ * presets) with LoRA r = 16, alpha = 32 on q/k/v/o/gate/up/down, on wasm, and measures what a node
+ * does with it: the build time, the memory plan, G = 8 completions of 128 new tokens from one
+ * 32-token prompt with the KV cache, and the LoRA SAPO step on that group; then the same in
+ * PyTorch (a Llama/Qwen2 of the same shape with the same adapters, one thread), and the ratios.
  *
  * Without --torch, the peer runs under $TORCH_PEER_PYTHON, else the first of `python3` and
  * `/usr/bin/python3` that imports torch (a pyenv `python3` on PATH may lack Debian's python3-torch).
@@ -18,40 +29,53 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import {
+  availableMemory,
   BACKEND_NAMES,
   type BackendName,
   ByteTokenizer,
   buildBatch,
+  DEFAULT_LORA,
   DEFAULT_SAPO_OPTIONS,
   describeBackend,
+  expectedTensors,
   type GraphKind,
   generate,
   Policy,
+  type PretrainedConfig,
+  PretrainedPolicy,
   parameterShapes,
+  planMemory,
+  pretrainedShape,
   REFERENCE_CONFIG,
   type RolloutGroup,
   SapoLearner,
   selectBackend,
+  type Tokenizer,
 } from '@swarm-node/sapo';
 import * as tf from '@tensorflow/tfjs-core';
+import { MODEL_PRESETS } from '../../packages/sapo/test/fixtures/tiny-models.js';
 
 const { values } = parseArgs({
   options: {
     backends: { type: 'string', default: BACKEND_NAMES.join(',') },
     torch: { type: 'string', default: 'auto' },
-    steps: { type: 'string', default: '5' },
+    steps: { type: 'string' },
     profile: { type: 'boolean', default: false },
+    pretrained: { type: 'string' },
+    baseline: { type: 'string' },
   },
 });
 const BATCH = 32;
 const GROUP = 8;
-const STEPS = Number(values.steps);
+/** Timed steps after a warm-up: 5 for the embedded model, 1 for a pre-trained one (a step takes a minute). */
+const STEPS = Number(values.steps ?? (values.pretrained === undefined ? 5 : 1));
 /** Rows per micro-batch: SAPO's default (ours and the peer's), and the whole batch (the peer only). */
 const MICRO_BATCH_ROWS = DEFAULT_SAPO_OPTIONS.microBatchRows;
-const GENERATION = { prompts: BATCH, maxNewTokens: REFERENCE_CONFIG.contextLength - 16, rows: 8 };
+/** 32 prompts of 16 tokens, 48 new tokens each, 8 rows at once; the best of 3 runs (a run takes under a second). */
+const GENERATION = { prompts: BATCH, maxNewTokens: REFERENCE_CONFIG.contextLength - 16, rows: 8, repeats: 3 };
 const tokenizer = new ByteTokenizer();
 const PEER = fileURLToPath(new URL('./torch_peer.py', import.meta.url));
 
@@ -77,9 +101,13 @@ function timeSteps(graph: GraphKind, steps: number): Timed {
   const learner = new SapoLearner(policy, tokenizer, { localGroups: BATCH / GROUP, externalGroups: 0 });
   const groups = fullBatch();
   const first = learner.step(groups, []); // warm-up: kernels compiled, Adam moments created
-  const start = performance.now();
-  for (let i = 0; i < steps; i++) learner.step(groups, []);
-  const seconds = (performance.now() - start) / 1000 / steps;
+  const times: number[] = [];
+  for (let i = 0; i < steps; i++) {
+    const start = performance.now();
+    learner.step(groups, []);
+    times.push((performance.now() - start) / 1000);
+  }
+  const seconds = median(times);
   learner.dispose();
   policy.dispose();
   // Tokens the model reads per step: every (input, target) pair of the batch, prompt included.
@@ -94,6 +122,33 @@ function timeSteps(graph: GraphKind, steps: number): Timed {
   };
 }
 
+/** Our fast-graph step and a baseline checkout's, steps alternating; median seconds of each. */
+async function timeAgainstBaseline(dir: string, steps: number): Promise<{ ours: number; baseline: number }> {
+  const module = (await import(pathToFileURL(join(dir, 'packages/sapo/dist/index.js')).href)) as {
+    Policy: typeof Policy;
+  };
+  const groups = fullBatch();
+  const learners = [Policy, module.Policy].map((Kind) => {
+    const policy = Kind.create(REFERENCE_CONFIG, { seed: 1, graph: 'fast' });
+    const learner = new SapoLearner(policy, tokenizer, { localGroups: BATCH / GROUP, externalGroups: 0 });
+    learner.step(groups, []); // warm-up
+    return { policy, learner, times: [] as number[] };
+  });
+  for (let i = 0; i < steps; i++) {
+    for (const side of learners) {
+      const start = performance.now();
+      side.learner.step(groups, []);
+      side.times.push((performance.now() - start) / 1000);
+    }
+  }
+  for (const { policy, learner } of learners) {
+    learner.dispose();
+    policy.dispose();
+  }
+  const [a, b] = learners.map((side) => median(side.times)) as [number, number];
+  return { ours: a, baseline: b };
+}
+
 const generationPrompts = () =>
   Array.from({ length: GENERATION.prompts }, (_, i) => tokenizer.encodePrompt(`p${i}`.padEnd(14, '.')));
 
@@ -102,11 +157,23 @@ function timeGeneration(kvCache: boolean): number {
   const prompts = generationPrompts();
   const options = { maxNewTokens: GENERATION.maxNewTokens, seed: 3, kvCache, microBatchRows: GENERATION.rows };
   generate(policy, prompts.slice(0, 2), { ...options, maxNewTokens: 4 }); // warm-up
-  const start = performance.now();
-  const generated = generate(policy, prompts, options).reduce((a, c) => a + c.tokens.length, 0);
-  const seconds = (performance.now() - start) / 1000;
+  let best = 0;
+  for (let i = 0; i < GENERATION.repeats; i++) {
+    const start = performance.now();
+    const generated = generate(policy, prompts, options).reduce((a, c) => a + c.tokens.length, 0);
+    best = Math.max(best, generated / ((performance.now() - start) / 1000));
+  }
   policy.dispose();
-  return generated / seconds;
+  return best;
+}
+
+/** The middle value (the mean of the two middle ones for an even count): a step time that one slow step on a shared machine does not move. */
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 === 1
+    ? (sorted[mid] as number)
+    : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2;
 }
 
 // ---- the PyTorch peer -------------------------------------------------------------------------
@@ -114,7 +181,10 @@ function timeGeneration(kvCache: boolean): number {
 /** What torch_peer.py prints for the embedded model. */
 interface PeerResult {
   environment: { torch: string; python: string; threads: number; blas: string[]; matmul1024Gflops: number };
-  step: Record<string, { seconds: number; times: number[]; firstLoss: number; firstGradNorm: number }>;
+  step: Record<
+    string,
+    { seconds: number; times: number[]; firstSeconds: number; firstLoss: number; firstGradNorm: number }
+  >;
   generation: { tokens: number; seconds: number; tokensPerSecond: number };
   peakRssMiB: number;
 }
@@ -210,24 +280,275 @@ function describePeer(env: PeerResult['environment']): string {
   return `pytorch ${env.torch} (python ${env.python}, ${env.threads} thread${env.threads === 1 ? '' : 's'}, ${blas}, 1024² matmul ${env.matmul1024Gflops} GFLOP/s)`;
 }
 
+// ---- a pre-trained model's shape ---------------------------------------------------------------
+
+/** What a node does with a pre-trained model: one group of G completions of a prompt, then a step on it. */
+const PRETRAINED_RUN = { promptTokens: 32, newTokens: 128, group: 8 };
+
+/** The preset's config, as parseConfig would give it for the real model's config.json. */
+function presetConfig(name: string): PretrainedConfig {
+  const preset = MODEL_PRESETS[name as keyof typeof MODEL_PRESETS];
+  if (preset === undefined) {
+    throw new Error(`--pretrained ${name} is unknown; known: ${Object.keys(MODEL_PRESETS).join(', ')}`);
+  }
+  return { ...preset, headDim: preset.hiddenSize / preset.heads, attentionBias: preset.architecture === 'qwen2' };
+}
+
+/**
+ * Random base weights of a file's shape: RMSNorm scales 1, biases 0, the rest uniform with
+ * standard deviation 0.02 (xorshift32, seeded by the tensor's index). Fast, so a load's time is
+ * the model's and not the generator's (the generator's is measured and reported apart).
+ */
+function randomWeights(name: string, size: number, seed: number): Float32Array {
+  const values = new Float32Array(size);
+  if (name.endsWith('norm.weight')) return values.fill(1);
+  if (name.endsWith('.bias')) return values;
+  const half = 0.02 * Math.sqrt(3);
+  let state = (seed * 2654435761) >>> 0 || 1;
+  for (let i = 0; i < size; i++) {
+    state ^= state << 13;
+    state ^= state >>> 17;
+    state ^= state << 5;
+    values[i] = ((state >>> 0) / 4294967296 - 0.5) * 2 * half;
+  }
+  return values;
+}
+
+/** Token ids in and out, for groups that carry their sampled ids (as a node's own groups do). */
+class IdTokenizer implements Tokenizer {
+  readonly id = 'bench-ids';
+  readonly pad = 0;
+  readonly bos = -1;
+  readonly eos: number;
+  readonly vocabSize: number;
+  readonly #prompt: number[];
+
+  constructor(vocabSize: number, prompt: number[]) {
+    this.vocabSize = vocabSize;
+    this.eos = vocabSize - 1;
+    this.#prompt = prompt;
+  }
+
+  encodePrompt(): number[] {
+    return this.#prompt;
+  }
+
+  encodeCompletion(): number[] {
+    throw new Error('the benchmark gives every completion as ids');
+  }
+
+  decode(): string {
+    return '';
+  }
+}
+
+const mib = (bytes: number) => `${Math.round(bytes / 2 ** 20)} MiB`;
+const peakRss = () => process.resourceUsage().maxRSS * 1024;
+const wasmHeap = () => (tf.backend() as unknown as { wasm?: { HEAPU8?: Uint8Array } }).wasm?.HEAPU8?.length ?? 0;
+
+/** What torch_peer.py prints for a pre-trained shape. */
+interface PretrainedPeerResult {
+  environment: PeerResult['environment'];
+  buildSeconds: number;
+  rssAfterBuildMiB: number;
+  generation: { tokens: number; seconds: number; tokensPerSecond: number };
+  step: PeerResult['step'];
+  peakRssMiB: number;
+}
+
+/** What the wasm side measured of a pre-trained shape; `failure` says where it stopped, if it did. */
+interface WasmPretrained {
+  build?: number;
+  generation?: number;
+  first?: number;
+  step?: number;
+  completions?: number[][];
+  failure?: string;
+}
+
+/**
+ * Build, generation and the LoRA step on wasm, each printed as it is measured. A failure (the
+ * heap running out) ends it, with the phase it happened in.
+ */
+async function wasmPretrained(
+  config: PretrainedConfig,
+  prompt: number[],
+  sampleRows: number,
+  microBatchRows: number,
+): Promise<WasmPretrained> {
+  const { newTokens, group } = PRETRAINED_RUN;
+  const contextLength = prompt.length + newTokens;
+  const result: WasmPretrained = {};
+  const state = () => `RSS peak ${mib(peakRss())}, wasm heap ${mib(wasmHeap())}`;
+  let phase = 'the build';
+  try {
+    const shapes = expectedTensors(config);
+    let generating = 0;
+    let index = 0;
+    const started = performance.now();
+    const policy = await PretrainedPolicy.load(
+      config,
+      async (tensor) => {
+        const from = performance.now();
+        const values = randomWeights(
+          tensor,
+          (shapes.get(tensor) as number[]).reduce((a, b) => a * b, 1),
+          ++index,
+        );
+        generating += performance.now() - from;
+        return values;
+      },
+      { contextLength, lora: { ...DEFAULT_LORA, seed: 1 } },
+    );
+    result.build = (performance.now() - started - generating) / 1000;
+    console.log(
+      `  build       ${result.build.toFixed(1)} s (random values ${(generating / 1000).toFixed(1)} s more, not counted); ${state()}`,
+    );
+
+    phase = 'generation';
+    const prompts = Array.from({ length: group }, () => prompt);
+    const sampling = { seed: 3, eos: [] as number[], microBatchRows: sampleRows };
+    generate(policy, prompts.slice(0, 1), { ...sampling, maxNewTokens: 2 }); // warm-up
+    let from = performance.now();
+    const completions = generate(policy, prompts, { ...sampling, maxNewTokens: newTokens }).map((c) => c.tokens);
+    result.generation = (group * newTokens) / ((performance.now() - from) / 1000);
+    result.completions = completions;
+    console.log(
+      `  generation  ${result.generation.toFixed(1)} tokens/s (${group} rows × ${newTokens}, KV cache, ${sampleRows} rows at once); ${state()}`,
+    );
+
+    phase = 'the LoRA step';
+    const learner = new SapoLearner(policy, new IdTokenizer(config.vocabSize, prompt), {
+      localGroups: 1,
+      externalGroups: 0,
+      microBatchRows,
+    });
+    const groups: RolloutGroup[] = [
+      {
+        prompt: '',
+        completions: completions.map(() => ''),
+        completionTokens: completions,
+        rewards: completions.map((_, i) => i % 2),
+      },
+    ];
+    from = performance.now();
+    learner.step(groups, []);
+    result.first = (performance.now() - from) / 1000;
+    from = performance.now();
+    if (values.profile) profile('the LoRA step', () => learner.step(groups, []), STEPS);
+    else for (let i = 0; i < STEPS; i++) learner.step(groups, []);
+    result.step = (performance.now() - from) / 1000 / STEPS;
+    console.log(
+      `  LoRA step   ${result.step.toFixed(1)} s (${STEPS} timed after a first of ${result.first.toFixed(1)} s; ${group} rows × ${contextLength - 1} tokens in micro-batches of ${microBatchRows}); ${state()}\n`,
+    );
+    learner.dispose();
+    policy.dispose();
+  } catch (error) {
+    // A wasm heap that ran out leaves the backend unusable: say where, and stop using it.
+    result.failure = `wasm failed in ${phase}: ${(error as Error).message.split('\n', 1)[0]} (${state()})`;
+  }
+  return result;
+}
+
+async function pretrainedBench(name: string): Promise<void> {
+  const config = presetConfig(name);
+  const { promptTokens, newTokens, group } = PRETRAINED_RUN;
+  const contextLength = promptTokens + newTokens;
+  const lora = { ...DEFAULT_LORA };
+  const info = await selectBackend({ backend: 'wasm' });
+  const shape = pretrainedShape(config, lora);
+  console.log(
+    `${name}: ${config.architecture}, ${config.layers} layers, d ${config.hiddenSize}, ${config.heads} heads / ${config.kvHeads} KV, MLP ${config.intermediateSize}, vocabulary ${config.vocabSize}; ` +
+      `${(shape.frozenParameters / 1e6).toFixed(1)} M base + ${(shape.trainableParameters / 1e6).toFixed(2)} M LoRA parameters (r ${lora.rank}, alpha ${lora.alpha}, ${lora.targets.join('/')}); ` +
+      `G = ${group} × ${newTokens} new tokens after a ${promptTokens}-token prompt; node ${process.version}\n`,
+  );
+  const plan = planMemory(
+    shape,
+    { contextLength, sampleRows: group, microBatchRows: DEFAULT_SAPO_OPTIONS.microBatchRows, reference: false },
+    availableMemory('wasm'),
+  );
+  console.log(describeBackend(info));
+  console.log(`  ${plan.summary}`);
+  const prompt = Array.from({ length: promptTokens }, (_, i) => (i * 7919 + 11) % config.vocabSize);
+  const microBatchRows = Math.max(1, plan.microBatchRows);
+  const ours: WasmPretrained = plan.fits
+    ? await wasmPretrained(config, prompt, plan.sampleRows, microBatchRows)
+    : { failure: 'not run: the memory plan refuses it (above)' };
+  if (ours.failure !== undefined) console.log(`  ${ours.failure}\n`);
+
+  const python = findPython();
+  if ('missing' in python) {
+    console.log(`PyTorch peer: ${python.missing}`);
+    return;
+  }
+  // The batch our step trained on (or, when wasm could not sample, the prompt and made-up completions).
+  const completions =
+    ours.completions ??
+    Array.from({ length: group }, (_, r) =>
+      Array.from({ length: newTokens }, (_, t) => (r * 104729 + t * 7919) % config.vocabSize),
+    );
+  const rows = completions.map((c) => [...prompt, ...c]);
+  const rowsList = [...new Set([microBatchRows, group])];
+  const peer = runPeer<PretrainedPeerResult>(python.python, {
+    mode: 'pretrained',
+    config,
+    lora: { rank: lora.rank, alpha: lora.alpha, targets: lora.targets },
+    batch: {
+      tokens: rows.map((r) => r.slice(0, -1)),
+      targets: rows.map((r) => r.slice(1)),
+      mask: rows.map((r) => r.slice(1).map((_, t) => (t + 1 >= promptTokens ? 1 : 0))),
+      advantages: completions.map((_, i) => (i % 2 === 0 ? -1 : 1)),
+    },
+    sapo: (({ epsLow, epsHigh, learningRate, maxGradNorm }) => ({ epsLow, epsHigh, learningRate, maxGradNorm }))(
+      DEFAULT_SAPO_OPTIONS,
+    ),
+    microBatchRows: rowsList,
+    steps: STEPS,
+    generation: { prompts: Array.from({ length: group }, () => prompt), maxNewTokens: newTokens, rows: group, eos: [] },
+  });
+  if ('failed' in peer) {
+    console.log(`PyTorch peer (${python.python}): ${peer.failed}`);
+    return;
+  }
+  const r = peer.result;
+  const micro = r.step[String(microBatchRows)] as PeerResult['step'][string];
+  const whole = r.step[String(group)] as PeerResult['step'][string];
+  console.log(`${describePeer(r.environment)} — ${python.python}`);
+  console.log(`  build       ${r.buildSeconds.toFixed(1)} s; RSS ${Math.round(r.rssAfterBuildMiB)} MiB`);
+  console.log(`  generation  ${r.generation.tokensPerSecond.toFixed(1)} tokens/s (${group} rows at once, KV cache)`);
+  console.log(
+    `  LoRA step   micro-batches of ${microBatchRows}: ${micro.seconds.toFixed(1)} s (first ${micro.firstSeconds.toFixed(1)} s)` +
+      (microBatchRows === group ? '' : `   whole batch: ${whole.seconds.toFixed(1)} s`) +
+      `; peak RSS ${Math.round(r.peakRssMiB)} MiB`,
+  );
+  const ratios = [
+    ours.build === undefined ? '' : `build ${(ours.build / r.buildSeconds).toFixed(1)}x`,
+    ours.generation === undefined
+      ? ''
+      : `generation ${(r.generation.tokensPerSecond / ours.generation).toFixed(1)}x slower`,
+    ours.step === undefined
+      ? ''
+      : `LoRA step ${(ours.step / micro.seconds).toFixed(1)}x slower (micro-batches of ${microBatchRows} both${microBatchRows === group ? '' : `; ${(ours.step / whole.seconds).toFixed(1)}x against its whole batch`})`,
+  ].filter((text) => text !== '');
+  if (ratios.length > 0) console.log(`  wasm / pytorch: ${ratios.join(', ')}`);
+}
+
 // ---- where a step's time goes ------------------------------------------------------------------
 
 /**
- * One SAPO step's time by kernel, on the active backend: every registered kernel is wrapped in a
- * timer (wasm kernels run synchronously, so wall time is their time), and the step's wall time
- * less the kernels' is the JavaScript around them (engine bookkeeping, the tape, tidies).
+ * `run`'s time by kernel, on the active backend, printed as a table: every registered kernel is
+ * wrapped in a timer (wasm kernels run synchronously, so wall time is their time), and the wall
+ * time less the kernels' is the JavaScript around them (engine bookkeeping, the tape, tidies).
  */
-function profileStep(steps: number): void {
+function profile(what: string, run: () => void, repeats: number): void {
   const backend = tf.getBackend();
   const times = new Map<string, { ms: number; calls: number }>();
   const originals = tf.getKernelsForBackend(backend);
-  let on = false;
   for (const kernel of originals) {
     tf.unregisterKernel(kernel.kernelName, backend);
     tf.registerKernel({
       ...kernel,
       kernelFunc: (args) => {
-        if (!on) return kernel.kernelFunc(args);
         const start = performance.now();
         const out = kernel.kernelFunc(args);
         const ms = performance.now() - start;
@@ -243,37 +564,47 @@ function profileStep(steps: number): void {
       },
     });
   }
-  const policy = Policy.create(REFERENCE_CONFIG, { seed: 1, graph: 'fast' });
-  const learner = new SapoLearner(policy, tokenizer, { localGroups: BATCH / GROUP, externalGroups: 0 });
-  const groups = fullBatch();
-  learner.step(groups, []);
-  on = true;
   const start = performance.now();
-  for (let i = 0; i < steps; i++) learner.step(groups, []);
-  const total = (performance.now() - start) / steps;
-  on = false;
-  learner.dispose();
-  policy.dispose();
-  for (const kernel of originals) {
-    tf.unregisterKernel(kernel.kernelName, backend);
-    tf.registerKernel(kernel);
+  try {
+    for (let i = 0; i < repeats; i++) run();
+  } finally {
+    for (const kernel of originals) {
+      tf.unregisterKernel(kernel.kernelName, backend);
+      tf.registerKernel(kernel);
+    }
   }
-  const rows = [...times].map(([key, t]) => ({ key, ms: t.ms / steps, calls: t.calls / steps }));
+  const total = (performance.now() - start) / repeats;
+  const rows = [...times].map(([key, t]) => ({ key, ms: t.ms / repeats, calls: t.calls / repeats }));
   rows.sort((a, b) => b.ms - a.ms);
   const kernels = rows.reduce((a, r) => a + r.ms, 0);
   const calls = rows.reduce((a, r) => a + r.calls, 0);
   console.log(
-    `profile of one step, ${backend}, mean of ${steps}: ${total.toFixed(0)} ms, kernels ${kernels.toFixed(0)} ms in ${calls} calls, JavaScript between them ${(total - kernels).toFixed(0)} ms`,
+    `profile of ${what}, ${backend}, mean of ${repeats}: ${total.toFixed(0)} ms, kernels ${kernels.toFixed(0)} ms in ${calls} calls, JavaScript between them ${(total - kernels).toFixed(0)} ms`,
   );
   for (const r of rows.slice(0, 40)) {
     console.log(
-      `  ${r.ms.toFixed(1).padStart(7)} ms ${((100 * r.ms) / total).toFixed(1).padStart(5)} %  ${String(r.calls).padStart(5)} calls  ${r.key}`,
+      `  ${r.ms.toFixed(1).padStart(9)} ms ${((100 * r.ms) / total).toFixed(1).padStart(5)} %  ${String(r.calls).padStart(6)} calls  ${r.key}`,
     );
   }
 }
 
+/** One SAPO step of the embedded model (fast graph), by kernel. */
+function profileStep(steps: number): void {
+  const policy = Policy.create(REFERENCE_CONFIG, { seed: 1, graph: 'fast' });
+  const learner = new SapoLearner(policy, tokenizer, { localGroups: BATCH / GROUP, externalGroups: 0 });
+  const groups = fullBatch();
+  learner.step(groups, []);
+  profile('one step', () => learner.step(groups, []), steps);
+  learner.dispose();
+  policy.dispose();
+}
+
 // ---- the run ----------------------------------------------------------------------------------
 
+if (values.pretrained !== undefined) {
+  await pretrainedBench(values.pretrained);
+  process.exit(0);
+}
 if (values.profile) {
   await selectBackend({ backend: values.backends.split(',')[0] as BackendName });
   profileStep(STEPS);
@@ -307,7 +638,15 @@ for (const name of values.backends.split(',') as BackendName[]) {
   console.log(
     `  first step  loss ${fast.firstLoss.toFixed(6)}, gradient norm ${fast.firstGradNorm.toFixed(6)} (naive ${naive.firstGradNorm.toFixed(6)})`,
   );
-  console.log(`  (${steps} timed steps each; tf.memory ${tf.memory().numTensors} tensors after)\n`);
+  if (values.baseline !== undefined && tf.getBackend() === 'wasm') {
+    const against = await timeAgainstBaseline(values.baseline, steps * 2);
+    console.log(
+      `  baseline    ${values.baseline}: ${against.baseline.toFixed(2)} s, ours ${against.ours.toFixed(2)} s in the same process, steps alternating (median of ${steps * 2} each): ${(against.baseline / against.ours).toFixed(2)}x`,
+    );
+  }
+  console.log(
+    `  (train step: median of ${steps} timed steps after a warm-up; generation: best of ${GENERATION.repeats}; tf.memory ${tf.memory().numTensors} tensors after)\n`,
+  );
 }
 
 const python = findPython();
@@ -321,7 +660,7 @@ else {
     const whole = step[String(BATCH)] as PeerResult['step'][string];
     console.log(`${describePeer(environment)} — ${python.python}`);
     console.log(
-      `  train step  micro-batches of ${MICRO_BATCH_ROWS} rows ${micro.seconds.toFixed(3)} s   whole batch ${whole.seconds.toFixed(3)} s   (${STEPS} timed steps each)`,
+      `  train step  micro-batches of ${MICRO_BATCH_ROWS} rows ${micro.seconds.toFixed(3)} s   whole batch ${whole.seconds.toFixed(3)} s   (median of ${STEPS} after a warm-up)`,
     );
     console.log(`  generation  KV cache ${Math.round(generation.tokensPerSecond)} tokens/s`);
     console.log(`  first step  loss ${micro.firstLoss.toFixed(6)}, gradient norm ${micro.firstGradNorm.toFixed(6)}`);
