@@ -32,7 +32,7 @@ import { NodeError } from './errors.js';
 import { GossipTransport } from './gossip-transport.js';
 import { createHost, type Host } from './host.js';
 import { ensureDataDir, type Identity, loadOrCreateIdentity, removeLeftovers } from './identity.js';
-import { type StatusServer, startStatusServer } from './status-server.js';
+import { roundHistory, type StatusServer, startStatusServer } from './status-server.js';
 import { swarmIdProblem, TOPICS, topicName } from './wire/index.js';
 
 export type Role = 'proposer' | 'solver' | 'evaluator';
@@ -467,6 +467,8 @@ export class SwarmNode extends EventEmitter<{ round: [RoundMetrics]; checkpoint:
       port: this.#options.statusPort ?? 0,
       status: () => this.status(),
       registry: this.host.registry,
+      // The page's /events: each round record, and the last rounds for a page that opens later.
+      events: roundHistory(this),
       addressFile: join(this.#options.dataDir, STATUS_ADDRESS_FILE),
     });
   }
