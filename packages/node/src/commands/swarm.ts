@@ -14,6 +14,9 @@
  *   swarm-out/node-1.jsonl         what node-1 logged with --json (its round records); node-1.log: its stderr
  *   swarm-out/node-1/              node-1's data dir (identity, checkpoints); bootstrap/ likewise
  *
+ * While it runs, a page of the whole swarm in the browser (--page-port; the address is printed):
+ * every node's round, reward and curves side by side, live, each node linking to its own page.
+ *
  * Order of start, so that no node is refused: the bootstrap first; its address comes from its
  * --json `started` line; then the nodes, all at once, with it as --bootstrap and --min-peers high
  * enough that each keeps dialling until it knows the swarm.
@@ -44,6 +47,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { createLogUpdate } from 'log-update';
 import { integer } from '../config.js';
 import { NodeError } from '../errors.js';
+import { type EventFeed, ROUND_HISTORY, type ServerEvent, startStatusServer } from '../status-server.js';
 import { lineChart, type Series } from '../svg-chart.js';
 import { swarmIdProblem } from '../wire/index.js';
 
@@ -70,6 +74,8 @@ export interface SwarmSettings {
   swarm: string;
   basePort: number;
   stopTimeout: number;
+  /** The swarm page's port on 127.0.0.1; 0: any free port. */
+  pagePort: number;
 }
 
 /** What one training node runs with: the same for every node today; a per-node config fills these in later. */
@@ -129,6 +135,11 @@ export function swarmCommand(): Command {
         .argParser(integer('--base-port', 0, 65535)),
     )
     .addOption(
+      new Option('--page-port <port>', 'port of the swarm page on 127.0.0.1 (printed at start); 0: any free port')
+        .default(0)
+        .argParser(integer('--page-port', 0, 65535)),
+    )
+    .addOption(
       new Option('--stop-timeout <s>', 'seconds a child gets to stop cleanly before it is killed')
         .default(60)
         .argParser(integer('--stop-timeout', 1, 3600)),
@@ -140,6 +151,9 @@ Each node is a real \`swarm-node start\` on ${LOOPBACK} (no mDNS), found through
 Its settings come from these flags alone: SWARM_NODE_* variables are not passed on.
 Ctrl-C (or SIGTERM) stops every node after its current step, saving a checkpoint; again, a second
 later, stops them without saving. No child outlives the launcher, even one killed outright.
+
+While it runs, http://${LOOPBACK}:<--page-port>/ shows the whole swarm live in a browser (the launcher
+prints the address); each node's name there opens that node's own page.
 
 In --out: report.json, reward-per-node.svg, reward-swarm.svg, held-out.svg (when measured), and
 for each node (and the bootstrap) <name>.jsonl (its --json log), <name>.log (stderr) and <name>/ (data dir).`,
@@ -156,6 +170,7 @@ for each node (and the bootstrap) <name>.jsonl (its --json log), <name>.log (std
         swarm: options.swarm ?? `local-${randomBytes(3).toString('hex')}`,
         basePort: options.basePort,
         stopTimeout: options.stopTimeout,
+        pagePort: options.pagePort,
       };
       if (settings.basePort !== 0 && settings.basePort + settings.nodes > 65535) {
         throw new NodeError(
@@ -466,8 +481,21 @@ async function runSwarm(settings: SwarmSettings, specs: NodeSpec[], command: str
     hurry = resolve;
   });
   const view = () => viewOf(settings, members, startedAt, stopRequested);
+  // The swarm page: started first, so that a port in use stops the run before any child starts.
+  const feed = new PageFeed(members, view);
+  const page = await startStatusServer({
+    host: LOOPBACK,
+    port: settings.pagePort,
+    status: view,
+    events: feed,
+    page: 'swarm',
+    portFlag: '--page-port',
+  });
   const onChange = (member: Member, record?: Record<string, unknown>) => {
     display.changed(view(), member, record);
+    const last = member.rounds.at(-1);
+    if (record?.event === 'round' && last !== undefined) feed.push('round', pageRound(member, last));
+    else if (record === undefined) feed.pushView();
   };
   const onSignal = (signal: NodeJS.Signals) => {
     if (firstSignal !== 0 && Date.now() - firstSignal < SAME_SIGNAL_MS) return;
@@ -486,7 +514,10 @@ async function runSwarm(settings: SwarmSettings, specs: NodeSpec[], command: str
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   const poller = setInterval(() => void pollStatus(members).then(() => display.changed(view())), STATUS_POLL_MS);
-  const ticker = setInterval(() => display.tick(view()), 1000);
+  const ticker = setInterval(() => {
+    display.tick(view());
+    feed.pushView();
+  }, 1000);
   const add = (plan: ConstructorParameters<typeof Member>[1]) => {
     const member = new Member(settings.out, plan, onChange);
     members.push(member);
@@ -509,6 +540,7 @@ async function runSwarm(settings: SwarmSettings, specs: NodeSpec[], command: str
     display.event(
       `swarm "${settings.swarm}": a bootstrap peer and ${plural(settings.nodes, 'node')}; files in ${settings.out}`,
     );
+    display.event(`swarm page ${page.url}/ (live in a browser while the swarm runs)`);
     const port = (i: number) => (settings.basePort === 0 ? 0 : settings.basePort + i);
     const network = (i: number) => [
       '--swarm',
@@ -590,7 +622,60 @@ async function runSwarm(settings: SwarmSettings, specs: NodeSpec[], command: str
   const report = buildReport({ settings, command, members, startedAt, endedAt, stopRequested, failure });
   const files = await writeReport(settings.out, report);
   display.finish(view(), report, files);
+  feed.pushView();
+  await page.close();
   return report.clean ? 0 : 1;
+}
+
+/** What the swarm page's /events sends: the table of nodes (`swarm`) and each node's rounds (`round`). */
+class PageFeed implements EventFeed {
+  readonly #members: Member[];
+  readonly #view: () => SwarmView;
+  readonly #listeners = new Set<(event: ServerEvent) => void>();
+
+  constructor(members: Member[], view: () => SwarmView) {
+    this.#members = members;
+    this.#view = view;
+  }
+
+  *history(): Iterable<ServerEvent> {
+    yield { event: 'swarm', data: this.#view() };
+    for (const member of this.#members) {
+      if (member.role !== 'node') continue;
+      for (const record of member.rounds.slice(-ROUND_HISTORY)) {
+        yield { event: 'round', data: pageRound(member, record) };
+      }
+    }
+  }
+
+  subscribe(listener: (event: ServerEvent) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  push(event: string, data: unknown): void {
+    for (const listener of this.#listeners) listener({ event, data });
+  }
+
+  /** The table of nodes as it is now, when a page is open. */
+  pushView(): void {
+    if (this.#listeners.size > 0) this.push('swarm', this.#view());
+  }
+}
+
+/** What the swarm page charts of one round of one node. */
+function pageRound(member: Member, record: RoundRecord) {
+  const stats = record.learner.stats;
+  return {
+    node: member.name,
+    round: record.round,
+    reward: record.reward,
+    heldOut: record.heldOut?.passRate ?? null,
+    clip: stats?.clipFraction ?? null,
+    kl: stats?.approxKl ?? null,
+    entropy: stats?.entropy ?? null,
+    tokens: stats?.meanCompletionTokens ?? null,
+  };
 }
 
 /** SIGTERM, then SIGKILL after the timeout (or soon after a second Ctrl-C). */
@@ -660,6 +745,8 @@ interface NodeView {
   rolloutsIn: number;
   rolloutsOut: number;
   rejects: number;
+  /** Its status server, whose / is its own page. */
+  page: string | null;
 }
 
 interface SwarmView {
@@ -670,7 +757,7 @@ interface SwarmView {
   stopping: NodeJS.Signals | null;
   /** Every child has exited. */
   finished: boolean;
-  bootstrap: { address: string | null; peers: number | null; state: string } | null;
+  bootstrap: { address: string | null; peers: number | null; state: string; page: string | null } | null;
   nodes: NodeView[];
   /** The swarm's mean reward in the latest round every running node has finished. */
   meanReward: number | null;
@@ -693,7 +780,10 @@ function viewOf(
     seconds: (Date.now() - startedAt.getTime()) / 1000,
     stopping,
     finished: members.length > 0 && members.every((m) => m.hasExited),
-    bootstrap: seed === undefined ? null : { address: seed.address, peers: seed.peers, state: stateOf(seed) },
+    bootstrap:
+      seed === undefined
+        ? null
+        : { address: seed.address, peers: seed.peers, state: stateOf(seed), page: seed.started?.statusUrl ?? null },
     nodes,
     meanReward: Number.isFinite(done) && done > 0 ? (perRound[done - 1] ?? null) : null,
   };
@@ -723,6 +813,7 @@ function nodeView(member: Member): NodeView {
     rolloutsIn: totals.rollouts.accept ?? 0,
     rolloutsOut: member.rounds.reduce((sum, r) => sum + r.groups.local, 0),
     rejects: rejectCount(totals.rollouts) + rejectCount(totals.tasks),
+    page: member.started?.statusUrl ?? null,
   };
 }
 

@@ -40,13 +40,13 @@ const charts = {
     series: [{ label: 'held-out', color: '#59a14f', width: 2, points: true }],
   }),
   clip: lineChart(document.getElementById('chart-clip'), {
-    title: 'SAPO: clip fraction',
+    title: 'SAPO: clip fraction (0 with one pass per batch, μ = 1)',
     yLabel: 'share of tokens',
     yRange: [0, 0.01],
     series: [{ label: 'clip fraction', color: '#e15759' }],
   }),
   kl: lineChart(document.getElementById('chart-kl'), {
-    title: 'SAPO: approximate KL(π_old ‖ π)',
+    title: 'SAPO: approximate KL(π_old ‖ π) (0 with μ = 1)',
     yLabel: 'nats',
     yRange: [0, 0.001],
     series: [{ label: 'approx KL', color: '#b07aa1' }],

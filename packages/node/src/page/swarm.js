@@ -28,10 +28,11 @@ const colour = (i) => PALETTE[i % PALETTE.length];
 const chartSpecs = {
   reward: {
     id: 'chart-reward',
-    title: 'Reward per round, each node and the swarm',
-    yLabel: 'mean reward of own completions',
+    title: 'Reward of own completions, mean of the last 10 rounds: each node and the swarm',
+    yLabel: 'mean reward',
     yRange: [0, 1],
     key: 'reward',
+    smooth: 10,
     mean: true,
   },
   heldOut: {
@@ -44,8 +45,20 @@ const chartSpecs = {
   },
   entropy: { id: 'chart-entropy', title: 'SAPO: policy entropy per token', yLabel: 'nats', key: 'entropy' },
   length: { id: 'chart-length', title: 'SAPO: mean completion length', yLabel: 'tokens', key: 'tokens' },
-  clip: { id: 'chart-clip', title: 'SAPO: clip fraction', yLabel: 'share of tokens', yRange: [0, 0.01], key: 'clip' },
-  kl: { id: 'chart-kl', title: 'SAPO: approximate KL(π_old ‖ π)', yLabel: 'nats', yRange: [0, 0.001], key: 'kl' },
+  clip: {
+    id: 'chart-clip',
+    title: 'SAPO: clip fraction (0 with one pass per batch, μ = 1)',
+    yLabel: 'share of tokens',
+    yRange: [0, 0.01],
+    key: 'clip',
+  },
+  kl: {
+    id: 'chart-kl',
+    title: 'SAPO: approximate KL(π_old ‖ π) (0 with μ = 1)',
+    yLabel: 'nats',
+    yRange: [0, 0.001],
+    key: 'kl',
+  },
 };
 const seriesOf = (spec) => [
   ...perNode(colour).map((s) => ({ ...s, points: spec.points ?? false })),
@@ -80,12 +93,23 @@ function draw() {
     return values;
   };
   for (const [key, spec] of Object.entries(chartSpecs)) {
-    const ys = names.map((name) => column(name, spec.key));
+    const ys = names.map((name) => {
+      const values = column(name, spec.key);
+      return spec.smooth === undefined ? values : movingMean(values, spec.smooth);
+    });
     if (spec.mean) ys.push(x.map((_, i) => mean(ys.map((y) => y[i]).filter((v) => v !== null))));
     charts[key].setData(x, ys);
   }
 }
 const redraw = throttle(draw, 250);
+
+/** values[i] → the mean of the values present among the last `n` up to i (null where none is). */
+function movingMean(values, n) {
+  return values.map((v, i) => {
+    if (v === null) return null;
+    return mean(values.slice(Math.max(0, i - n + 1), i + 1).filter((w) => w !== null));
+  });
+}
 
 function setNames(next) {
   if (next.length === names.length && next.every((name, i) => name === names[i])) return;
