@@ -13,6 +13,11 @@
  *   npm run bench:learner -- --pretrained smollm2-135m --steps 1      a pre-trained model's shape (below)
  *   npm run bench:learner -- --backends wasm --baseline /tmp/before   ours against another checkout's model.ts
  *
+ * --wasm-threads N (experimental, with --backends wasm) runs the wasm backend on tfjs-backend-wasm's
+ * threaded SIMD build with N XNNPACK threads, loaded by hand: tfjs itself never uses it in Node
+ * (its WASM_HAS_MULTITHREAD_SUPPORT flag is false there, tfjs issue 3830, and it hands the
+ * threads' script to workers as a Blob URL, which Node's Worker cannot load). See useThreadedWasm.
+ *
  * --baseline DIR times the fast-graph step of DIR's built packages/sapo (e.g. a git worktree of an
  * earlier commit, after its `npx tsc -b`) in the same process, its steps alternating with ours.
  *
@@ -27,8 +32,9 @@
  */
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { createRequire } from 'node:module';
+import os from 'node:os';
+import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import {
@@ -55,6 +61,7 @@ import {
   selectBackend,
   type Tokenizer,
 } from '@swarm-node/sapo';
+import { BackendWasm, getThreadsCount, setThreadsCount } from '@tensorflow/tfjs-backend-wasm';
 import * as tf from '@tensorflow/tfjs-core';
 import { MODEL_PRESETS } from '../../packages/sapo/test/fixtures/tiny-models.js';
 
@@ -66,6 +73,7 @@ const { values } = parseArgs({
     profile: { type: 'boolean', default: false },
     pretrained: { type: 'string' },
     baseline: { type: 'string' },
+    'wasm-threads': { type: 'string' },
   },
 });
 const BATCH = 32;
@@ -216,7 +224,7 @@ function runPeer<T>(
   spec: Record<string, unknown>,
   files: Record<string, Uint8Array> = {},
 ): { result: T } | { failed: string } {
-  const dir = mkdtempSync(join(tmpdir(), 'torch-peer-'));
+  const dir = mkdtempSync(join(os.tmpdir(), 'torch-peer-'));
   try {
     const paths: Record<string, string> = {};
     for (const [name, bytes] of Object.entries(files)) {
@@ -467,7 +475,7 @@ async function pretrainedBench(name: string): Promise<void> {
     { contextLength, sampleRows: group, microBatchRows: DEFAULT_SAPO_OPTIONS.microBatchRows, reference: false },
     availableMemory('wasm'),
   );
-  console.log(describeBackend(info));
+  console.log(describe(info));
   console.log(`  ${plan.summary}`);
   const prompt = Array.from({ length: promptTokens }, (_, i) => (i * 7919 + 11) % config.vocabSize);
   const microBatchRows = Math.max(1, plan.microBatchRows);
@@ -599,8 +607,66 @@ function profileStep(steps: number): void {
   policy.dispose();
 }
 
+// ---- the wasm backend's threads (experimental) -------------------------------------------------
+
+/**
+ * Registers tfjs-backend-wasm's threaded SIMD build as the 'wasm' backend, with `threads` XNNPACK
+ * threads, and returns how many it got. Its Emscripten module supports Node (pthreads as
+ * worker_threads); what tfjs lacks is the loading: the threads' script is written to a file (as
+ * tfjs does for its Blob, its escaped newlines restored) and the module is handed to BackendWasm.
+ * The pool is capped at half the logical cores the module sees, 1 on a 2-core machine, so they are
+ * overstated to it while it starts. Only XNNPACK's operators use the threads (products with a 2-D
+ * operand, sigmoid, some elementwise ops); the batched product, transposes and tanh stay serial.
+ */
+async function useThreadedWasm(threads: number): Promise<number> {
+  const require = createRequire(import.meta.url);
+  const out = join(dirname(require.resolve('@tensorflow/tfjs-backend-wasm/package.json')), 'wasm-out');
+  const { wasmWorkerContents } = require(join(out, 'tfjs-backend-wasm-threaded-simd.worker.js')) as {
+    wasmWorkerContents: string;
+  };
+  const worker = join(mkdtempSync(join(os.tmpdir(), 'tfjs-wasm-threads-')), 'worker.cjs');
+  writeFileSync(worker, wasmWorkerContents.replace(/\n/g, '\\n'));
+  const factory = require(join(out, 'tfjs-backend-wasm-threaded-simd.js')) as (config: object) => Promise<{
+    cwrap: (name: string, returns: string | null, args: string[]) => unknown;
+    tfjs?: unknown;
+  }>;
+  const cpus = os.cpus;
+  os.cpus = () => Array.from({ length: 2 * threads }, (_, i) => cpus()[i % cpus().length] as os.CpuInfo);
+  let module: Awaited<ReturnType<typeof factory>>;
+  try {
+    module = await factory({
+      locateFile: (file: string) => (file.endsWith('.worker.js') ? worker : join(out, file)),
+      mainScriptUrlOrBlob: join(out, 'tfjs-backend-wasm-threaded-simd.js'),
+    });
+  } finally {
+    os.cpus = cpus;
+  }
+  // As tfjs-backend-wasm's own init() wraps its module.
+  module.tfjs = {
+    init: module.cwrap('init', null, []),
+    initWithThreadsCount: module.cwrap('init_with_threads_count', null, ['number']),
+    getThreadsCount: module.cwrap('get_threads_count', 'number', []),
+    registerTensor: module.cwrap('register_tensor', null, ['number', 'number', 'number']),
+    disposeData: module.cwrap('dispose_data', null, ['number']),
+    dispose: module.cwrap('dispose', null, []),
+  };
+  setThreadsCount(threads);
+  tf.removeBackend('wasm');
+  tf.registerBackend('wasm', () => new BackendWasm(module as unknown as ConstructorParameters<typeof BackendWasm>[0]));
+  await tf.setBackend('wasm');
+  return getThreadsCount();
+}
+
 // ---- the run ----------------------------------------------------------------------------------
 
+/** XNNPACK threads of the hand-loaded threaded build (--wasm-threads), or undefined for tfjs's own wasm. */
+const wasmThreads =
+  values['wasm-threads'] === undefined ? undefined : await useThreadedWasm(Number(values['wasm-threads']));
+/** describeBackend, which reads tfjs's flags, corrected for a hand-loaded threaded build. */
+const describe = (info: Awaited<ReturnType<typeof selectBackend>>) =>
+  wasmThreads === undefined || info.name !== 'wasm'
+    ? describeBackend(info)
+    : describeBackend(info).replace('1 thread', `${wasmThreads} threads, threaded build loaded by hand`);
 if (values.pretrained !== undefined) {
   await pretrainedBench(values.pretrained);
   process.exit(0);
@@ -627,8 +693,8 @@ for (const name of values.backends.split(',') as BackendName[]) {
   const cached = timeGeneration(true);
   const uncached = timeGeneration(false);
   const graph = tf.getBackend() === 'wasm' ? fast : naive; // what a node runs (defaultGraph)
-  ours.push({ backend: describeBackend(info).replace(/ — .*$/, ''), step: graph, generation: cached });
-  console.log(describeBackend(info));
+  ours.push({ backend: describe(info).replace(/ — .*$/, ''), step: graph, generation: cached });
+  console.log(describe(info));
   console.log(
     `  train step  ours ${fast.seconds.toFixed(2)} s (${Math.round(fast.tokens / fast.seconds)} tokens/s)   naive ${naive.seconds.toFixed(2)} s (${Math.round(naive.tokens / naive.seconds)} tokens/s)   ${(naive.seconds / fast.seconds).toFixed(1)}x`,
   );
@@ -672,3 +738,5 @@ else {
     }
   }
 }
+// The threaded build's workers would keep the process alive.
+process.exit(0);
