@@ -672,8 +672,16 @@ if (values.pretrained !== undefined) {
   process.exit(0);
 }
 if (values.profile) {
-  await selectBackend({ backend: values.backends.split(',')[0] as BackendName });
-  profileStep(STEPS);
+  // The first of --backends that is present (TensorFlow's come first by default and are rarely installed).
+  for (const name of values.backends.split(',') as BackendName[]) {
+    try {
+      await selectBackend({ backend: name });
+    } catch {
+      continue;
+    }
+    profileStep(STEPS);
+    break;
+  }
   process.exit(0);
 }
 
