@@ -624,7 +624,8 @@ async function useThreadedWasm(threads: number): Promise<number> {
   const { wasmWorkerContents } = require(join(out, 'tfjs-backend-wasm-threaded-simd.worker.js')) as {
     wasmWorkerContents: string;
   };
-  const worker = join(mkdtempSync(join(os.tmpdir(), 'tfjs-wasm-threads-')), 'worker.cjs');
+  const folder = mkdtempSync(join(os.tmpdir(), 'tfjs-wasm-threads-'));
+  const worker = join(folder, 'worker.cjs');
   writeFileSync(worker, wasmWorkerContents.replace(/\n/g, '\\n'));
   const factory = require(join(out, 'tfjs-backend-wasm-threaded-simd.js')) as (config: object) => Promise<{
     cwrap: (name: string, returns: string | null, args: string[]) => unknown;
@@ -640,6 +641,8 @@ async function useThreadedWasm(threads: number): Promise<number> {
     });
   } finally {
     os.cpus = cpus;
+    // Every worker of its pool (8) has read the script by the time the module is ready.
+    rmSync(folder, { recursive: true, force: true });
   }
   // As tfjs-backend-wasm's own init() wraps its module.
   module.tfjs = {
