@@ -1,9 +1,9 @@
 import { writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chartGrid, lineChart, niceTicks, PALETTE, type Panel, type Series } from '../src/svg-chart.js';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { chartGrid, lineChart, niceTicks, PALETTE, type Panel, type Series } from '../src/svg-chart.js';
 
 const OPTIONS = { title: 'Reward', xLabel: 'round', yLabel: 'reward' };
 const line = (label: string, ys: number[], extra: Partial<Series> = {}): Series => ({
