@@ -60,6 +60,7 @@ import {
   SapoLearner,
   selectBackend,
   type Tokenizer,
+  weightCopiesOn,
 } from '@swarm-node/sapo';
 import { BackendWasm, getThreadsCount, setThreadsCount } from '@tensorflow/tfjs-backend-wasm';
 import * as tf from '@tensorflow/tfjs-core';
@@ -472,7 +473,13 @@ async function pretrainedBench(name: string): Promise<void> {
   );
   const plan = planMemory(
     shape,
-    { contextLength, sampleRows: group, microBatchRows: DEFAULT_SAPO_OPTIONS.microBatchRows, reference: false },
+    {
+      contextLength,
+      sampleRows: group,
+      microBatchRows: DEFAULT_SAPO_OPTIONS.microBatchRows,
+      reference: false,
+      weightCopies: weightCopiesOn('wasm'),
+    },
     availableMemory('wasm'),
   );
   console.log(describe(info));
