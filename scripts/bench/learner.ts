@@ -384,6 +384,7 @@ async function wasmPretrained(
   prompt: number[],
   sampleRows: number,
   microBatchRows: number,
+  keepPackedWeights: boolean,
 ): Promise<WasmPretrained> {
   const { newTokens, group } = PRETRAINED_RUN;
   const contextLength = prompt.length + newTokens;
@@ -407,7 +408,7 @@ async function wasmPretrained(
         generating += performance.now() - from;
         return values;
       },
-      { contextLength, lora: { ...DEFAULT_LORA, seed: 1 } },
+      { contextLength, lora: { ...DEFAULT_LORA, seed: 1 }, keepPackedWeights },
     );
     result.build = (performance.now() - started - generating) / 1000;
     console.log(
@@ -487,7 +488,7 @@ async function pretrainedBench(name: string): Promise<void> {
   const prompt = Array.from({ length: promptTokens }, (_, i) => (i * 7919 + 11) % config.vocabSize);
   const microBatchRows = Math.max(1, plan.microBatchRows);
   const ours: WasmPretrained = plan.fits
-    ? await wasmPretrained(config, prompt, plan.sampleRows, microBatchRows)
+    ? await wasmPretrained(config, prompt, plan.sampleRows, microBatchRows, plan.keepPackedWeights)
     : { failure: 'not run: the memory plan refuses it (above)' };
   if (ours.failure !== undefined) console.log(`  ${ours.failure}\n`);
 

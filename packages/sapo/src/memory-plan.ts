@@ -8,7 +8,9 @@
  * Estimates are fp32 (tfjs has no float16) and calibrated on wasm (scripts/bench/learner.ts,
  * docs/BENCHMARKS.md), on the high side where unmeasured:
  * - wasm's matrix products (XNNPACK) keep a packed copy of every weight they multiply by, so on
- *   wasm the weights are held twice (`weightCopies`);
+ *   wasm the weights are held twice (`weightCopies`); where that does not fit, the plan has a
+ *   pre-trained base multiplied by transient copies instead (`keepPackedWeights: false`): held
+ *   once, plus one block and its packed copy, for slower sampling;
  * - tfjs's tape keeps about 6× the activations a layer's equations name (it copies what it saves
  *   on wasm); the pre-trained policy checkpoints each layer, keeping ~17 × hidden floats a token a
  *   layer and one layer's full activations during its recomputation;
@@ -20,7 +22,7 @@ import { freemem, totalmem } from 'node:os';
 import { SapoError } from './errors.js';
 import type { PretrainedConfig } from './hf/config.js';
 import type { PolicyConfig } from './model.js';
-import { projectionShapes } from './pretrained.js';
+import { projectionShapes, vocabularyBlockTokens } from './pretrained.js';
 
 /** The shape facts the estimate needs; `modelShape` derives them from a config. */
 export interface ModelShape {
@@ -38,6 +40,8 @@ export interface ModelShape {
   checkpointed: boolean;
   /** [tokens, vocab] tensors alive at the log-probs' peak. */
   vocabCopies: number;
+  /** Tokens the log-probs take at once (each of those tensors is [block, vocab]); all of a micro-batch's when absent. */
+  vocabularyBlockTokens?: number;
 }
 
 /** A pre-trained model with LoRA adapters of `rank` on the `targets` projections of every layer. */
@@ -66,6 +70,7 @@ export function pretrainedShape(
     vocab: config.vocabSize,
     checkpointed: true,
     vocabCopies: 3,
+    vocabularyBlockTokens: vocabularyBlockTokens(config.vocabSize),
   };
 }
 
@@ -99,6 +104,9 @@ export interface RunShape {
   weightCopies?: number;
 }
 
+/** The largest block of a frozen matrix a transient product copies (pretrained.ts, transientOperand). */
+const TRANSIENT_BLOCK_BYTES = 2 ** 23 * 4;
+
 /** Copies of every weight a backend holds: wasm's XNNPACK keeps a packed one beside each weight it multiplies by. */
 export const weightCopiesOn = (backend: string): number => (backend === 'wasm' ? 2 : 1);
 
@@ -115,6 +123,12 @@ export interface MemoryLimit {
 
 export interface MemoryPlan {
   fits: boolean;
+  /**
+   * Whether the backend may keep its packed copies of the frozen weights (the weights held
+   * `weightCopies` times), or the model must multiply by transient copies (held once): false
+   * only where the first does not fit and the second does (PretrainedOptions.keepPackedWeights).
+   */
+  keepPackedWeights: boolean;
   /** The rows chosen (at most those asked for; 0 when not even one fits). */
   sampleRows: number;
   microBatchRows: number;
@@ -152,8 +166,11 @@ function stepActivationBytes(model: ModelShape, rows: number, tokens: number): n
   // A layer's full activations as the tape keeps them (measured: ~6× the equations' tensors).
   const fullLayer = 6 * (12 * hidden + 4 * intermediate + 2 * heads * tokens);
   const kept = model.checkpointed ? layers * 17 * hidden + fullLayer : layers * fullLayer;
-  return rows * tokens * (kept + model.vocabCopies * vocab) * FLOAT;
+  return (rows * tokens * kept + model.vocabCopies * logitsTokens(model, rows * tokens) * vocab) * FLOAT;
 }
+
+/** Tokens of the [tokens, vocab] tensors the log-probs hold at once, for a micro-batch of `tokens`. */
+const logitsTokens = (model: ModelShape, tokens: number) => Math.min(tokens, model.vocabularyBlockTokens ?? tokens);
 
 /** Bytes of sampling `rows` rows to `tokens` tokens: the KV cache (twice: old and grown) and one step's logits. */
 function samplingBytes(model: ModelShape, rows: number, tokens: number): number {
@@ -164,8 +181,11 @@ function samplingBytes(model: ModelShape, rows: number, tokens: number): number 
   return 2 * cache + prefill + 2 * rows * vocab * FLOAT;
 }
 
-function bytesFor(model: ModelShape, run: RunShape, sampleRows: number, microBatchRows: number) {
-  const weights = (model.frozenParameters + model.trainableParameters) * FLOAT * (run.weightCopies ?? 1);
+function bytesFor(model: ModelShape, run: RunShape, sampleRows: number, microBatchRows: number, keepPacked: boolean) {
+  const copies = keepPacked ? (run.weightCopies ?? 1) : 1;
+  // Held once, a product copies a block of a frozen matrix and packs the copy.
+  const transient = keepPacked ? 0 : 2 * Math.min(largestWeightBytes(model), TRANSIENT_BLOCK_BYTES);
+  const weights = (model.frozenParameters + model.trainableParameters) * FLOAT * copies + transient;
   // The trainable weights again as gradients, and once more as the KL reference when β > 0.
   const trainable = model.trainableParameters * FLOAT * (run.reference ? 2 : 1);
   const optimizer = 2 * model.trainableParameters * FLOAT; // Adam's two moments
@@ -177,29 +197,40 @@ function bytesFor(model: ModelShape, run: RunShape, sampleRows: number, microBat
   return { parts, total };
 }
 
+/** The largest tensors a model holds: the embedding (or head), or an MLP weight. */
+const largestWeightBytes = (model: ModelShape) => Math.max(model.vocab, model.intermediate) * model.hidden * FLOAT;
+
 /**
  * The plan for `model` and `run` within `limit`: the largest sample and micro-batch rows, up to
- * those asked for, whose peak fits; `fits: false` when even one row each does not.
+ * those asked for, whose peak fits; `fits: false` when even one row each does not. Where the
+ * backend's packed copies of a frozen base do not fit, the base held once (keepPackedWeights:
+ * false), and when neither fits, what the smaller needs.
  */
 export function planMemory(model: ModelShape, run: RunShape, limit: MemoryLimit): MemoryPlan {
+  const kept = planWith(model, run, limit, true);
+  // Held once, only a frozen base can be (an embedded model's weights are all trained in place).
+  if (kept.fits || (run.weightCopies ?? 1) === 1 || model.frozenParameters === 0) return kept;
+  return planWith(model, run, limit, false);
+}
+
+function planWith(model: ModelShape, run: RunShape, limit: MemoryLimit, keepPackedWeights: boolean): MemoryPlan {
   const maxTensor = limit.maxTensorBytes ?? Number.POSITIVE_INFINITY;
-  // The largest tensors: the embedding (or head) and an MLP weight; per row, the step's logits.
-  const largestWeight = Math.max(model.vocab, model.intermediate) * model.hidden * FLOAT;
-  const logitsPerRow = run.contextLength * model.vocab * FLOAT;
+  const largestWeight = largestWeightBytes(model);
+  const logitsBytes = (rows: number) => logitsTokens(model, rows * run.contextLength) * model.vocab * FLOAT;
   const largest = (asked: number, bytesAt: (rows: number) => number) => {
     let rows = asked;
-    while (rows > 0 && (bytesAt(rows) > limit.bytes || rows * logitsPerRow > maxTensor)) rows--;
+    while (rows > 0 && (bytesAt(rows) > limit.bytes || logitsBytes(rows) > maxTensor)) rows--;
     return rows;
   };
+  const bytes = (sampleRows: number, microBatchRows: number) =>
+    bytesFor(model, run, sampleRows, microBatchRows, keepPackedWeights);
   const weightFits = largestWeight <= maxTensor;
-  const microBatchRows = weightFits ? largest(run.microBatchRows, (r) => bytesFor(model, run, 1, r).total) : 0;
-  const sampleRows = weightFits
-    ? largest(run.sampleRows, (r) => bytesFor(model, run, r, Math.max(1, microBatchRows)).total)
-    : 0;
+  const microBatchRows = weightFits ? largest(run.microBatchRows, (r) => bytes(1, r).total) : 0;
+  const sampleRows = weightFits ? largest(run.sampleRows, (r) => bytes(r, Math.max(1, microBatchRows)).total) : 0;
   const fits = microBatchRows > 0 && sampleRows > 0;
-  const { parts, total } = bytesFor(model, run, Math.max(1, sampleRows), Math.max(1, microBatchRows));
-  const held = `weights ${gib(parts.weights)}, trainable + optimizer ${gib(parts.trainable + parts.optimizer)}, step ${gib(parts.stepActivations)}, sampling ${gib(parts.sampling)}`;
-  const tensorLimit = `a single tensor of ${mib(Math.max(largestWeight, logitsPerRow))} (the embedding, or one row's logits) and the backend binds at most ${mib(maxTensor)}`;
+  const { parts, total } = bytes(Math.max(1, sampleRows), Math.max(1, microBatchRows));
+  const held = `weights ${gib(parts.weights)}${keepPackedWeights ? '' : ' (held once: wasm multiplies by transient copies, so sampling is slower)'}, trainable + optimizer ${gib(parts.trainable + parts.optimizer)}, step ${gib(parts.stepActivations)}, sampling ${gib(parts.sampling)}`;
+  const tensorLimit = `a single tensor of ${mib(Math.max(largestWeight, logitsBytes(1)))} (the embedding, or one row's logits) and the backend binds at most ${mib(maxTensor)}`;
   const summary = fits
     ? `memory plan: ${gib(total)} of ${gib(limit.bytes)} (${limit.source}) — ${held}; ${microBatchRows} rows per step micro-batch, ${sampleRows} sampled at once`
     : weightFits && total <= limit.bytes
@@ -207,8 +238,8 @@ export function planMemory(model: ModelShape, run: RunShape, limit: MemoryLimit)
       : !weightFits
         ? `the model does not fit: it needs ${tensorLimit}. Use a smaller model or another backend (wasm, tensorflow)`
         : `the model does not fit: it needs ${gib(total)} with one row at a time (${held}), and ${limit.source} allows ${gib(limit.bytes)}. ` +
-          `Use a shorter context (now ${run.contextLength} tokens), a smaller model, or a machine or backend with more memory${(run.weightCopies ?? 1) > 1 ? ' (on wasm every weight is held twice, and the heap stops at 4 GiB: a GPU backend or tensorflow holds it once)' : ''}`;
-  return { fits, sampleRows, microBatchRows, parts, totalBytes: total, limit, summary };
+          `Use a shorter context (now ${run.contextLength} tokens), a smaller model, or a machine or backend with more memory${(run.weightCopies ?? 1) > 1 ? ' (on wasm the heap stops at 4 GiB: a GPU backend or tensorflow has no such limit)' : ''}`;
+  return { fits, keepPackedWeights, sampleRows, microBatchRows, parts, totalBytes: total, limit, summary };
 }
 
 /** planMemory, throwing MemoryPlanError when nothing fits. */

@@ -65,26 +65,30 @@ const NEG_INF = -1e9;
 
 // ---- the two operations that make the graph fast everywhere ---------------------------------
 
-const swapLastTwo = (x: tf.Tensor) => {
+export const swapLastTwo = (x: tf.Tensor) => {
   const order = x.shape.map((_, i) => i);
   order.splice(-2, 2, order.length - 1, order.length - 2);
   return tf.transpose(x, order);
 };
 
-/** a·b (2-D or batched); gradients are untransposed products of explicit transposes. */
-const fastMatmul = tf.customGrad(((a: tf.Tensor, b: tf.Tensor, save: tf.GradSaveFunc) => {
+/**
+ * a·b (2-D or batched); gradients are untransposed products of explicit transposes, freed as soon
+ * as each is used (a custom gradient runs outside the tape's per-op tidy).
+ */
+export const fastMatmul = tf.customGrad(((a: tf.Tensor, b: tf.Tensor, save: tf.GradSaveFunc) => {
   save([a, b]);
   return {
     value: tf.matMul(a as tf.Tensor2D, b as tf.Tensor2D),
-    gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
-      const [sa, sb] = saved as [tf.Tensor, tf.Tensor];
-      return [
-        tf.matMul(dy as tf.Tensor2D, swapLastTwo(sb) as tf.Tensor2D),
-        tf.matMul(swapLastTwo(sa) as tf.Tensor2D, dy as tf.Tensor2D),
-      ];
-    },
+    gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) =>
+      tf.tidy(() => {
+        const [sa, sb] = saved as [tf.Tensor, tf.Tensor];
+        return [
+          tf.matMul(dy as tf.Tensor2D, swapLastTwo(sb) as tf.Tensor2D),
+          tf.matMul(swapLastTwo(sa) as tf.Tensor2D, dy as tf.Tensor2D),
+        ];
+      }),
   };
-}) as unknown as Parameters<typeof tf.customGrad>[0]);
+}) as unknown as Parameters<typeof tf.customGrad>[0]) as (a: tf.Tensor, b: tf.Tensor) => tf.Tensor;
 
 /**
  * x·w + b for rows x [n, in], the bias added inside the product (XNNPACK's fused bias). Gradients
@@ -111,7 +115,7 @@ const fastDense = tf.customGrad(((x: tf.Tensor, w: tf.Tensor, b: tf.Tensor, save
  * wasm runs on XNNPACK: 2x faster than one batched product for attention's forward and backward
  * passes, slicing included. The gradient is sliced products of explicit transposes too.
  */
-const perHead = tf.customGrad(((a: tf.Tensor, b: tf.Tensor, save: tf.GradSaveFunc) => {
+export const perHead = tf.customGrad(((a: tf.Tensor, b: tf.Tensor, save: tf.GradSaveFunc) => {
   save([a, b]);
   const [m, n] = [a.shape.at(-2), b.shape.at(-1)] as [number, number];
   const products = (left: tf.Tensor2D[], right: tf.Tensor2D[], shape: number[]) =>

@@ -24,15 +24,17 @@
  * Memory, for the model's life: one copy of each base tensor (a tied embedding once), the
  * adapters, and the rotary tables [contextLength, headDim]. On wasm, XNNPACK also keeps a packed
  * copy of every matrix it has multiplied by, until that matrix is disposed: the base weights are
- * resident twice there. A training step keeps each layer's input, not its activations (gradient
- * checkpointing, #checkpointed), and no [tokens, vocab] tensor past the loss (vocabularyTerms).
+ * resident twice there, unless `keepPackedWeights: false` multiplies by transient copies. A
+ * training step keeps each layer's input, not its activations (gradient checkpointing,
+ * #checkpointed), and no [tokens, vocab] tensor past the loss, nor one of more than a block of
+ * tokens in it (vocabularyTerms).
  *
  * Same public surface as the embedded `Policy` (`CausalLM` below), so SapoLearner and sampling
  * take either.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { PretrainedConfig } from './hf/config.js';
-import { defaultGraph, type GraphKind, type KVCache } from './model.js';
+import { defaultGraph, fastMatmul, type GraphKind, type KVCache, perHead, swapLastTwo } from './model.js';
 
 /** What SapoLearner and sampling need of a policy; `Policy` and `PretrainedPolicy` are both one. */
 export interface CausalLM {
@@ -91,6 +93,14 @@ export interface PretrainedOptions {
    * (see #checkpointed). Default true.
    */
   checkpoint?: boolean;
+  /**
+   * On wasm, XNNPACK packs a matrix the first time it multiplies by it and keeps the packed copy
+   * while the matrix lives: fast, but every base matrix is then held twice. false multiplies by
+   * transient copies instead (transientOperand): the base is held once, for one copy and one
+   * packing per product, which sampling (a product per token) pays most. The memory plan chooses
+   * (MemoryPlan.keepPackedWeights). No effect off wasm. Default true.
+   */
+  keepPackedWeights?: boolean;
 }
 
 /** Base weights by Hugging Face name, in the file's layout: tensors (float32) or their values. */
@@ -119,34 +129,74 @@ interface LayerContext {
 /** How the backward pass multiplies by a transposed frozen matrix: dy·wᵀ. */
 type TimesTransposed = (dy: tf.Tensor2D, w: tf.Tensor2D) => tf.Tensor2D;
 
+/** Values in one block of a frozen matrix that a product copies: 32 MiB of floats. */
+const BLOCK_VALUES = 2 ** 23;
+
+/**
+ * `part(from, size)` for consecutive blocks [from, from + size) of `length`, each `block` long
+ * (the last shorter), side by side along axis 1; each block's temporaries are freed before the next.
+ */
+function sideBySide(length: number, block: number, part: (from: number, size: number) => tf.Tensor2D): tf.Tensor2D {
+  if (block >= length) return tf.tidy(() => part(0, length));
+  const parts: tf.Tensor2D[] = [];
+  for (let from = 0; from < length; from += block) {
+    const size = Math.min(block, length - from);
+    parts.push(tf.tidy(() => part(from, size)));
+  }
+  const joined = tf.concat(parts, 1);
+  tf.dispose(parts);
+  return joined;
+}
+
+/**
+ * Rows of a block: at least 64 (narrower products run slower than a whole transpose), otherwise at
+ * most `maxValues` values of a matrix whose rows are `width` long. Every projection of the models
+ * we target is one block; the vocabulary head is cut.
+ */
+const blockRows = (width: number, maxValues: number) => Math.max(64, Math.floor(maxValues / width));
+
 /**
  * dy·wᵀ for w [in, out], through blocks of w's rows, each transposed and freed in turn, so that
  * every product has untransposed operands and no transposed copy of all of w is ever held (the
- * head's would be as large as the head). A block has at least 64 rows (narrower products run
- * slower than a whole transpose) and otherwise at most 2²³ values; every projection of the
- * models we target is one block.
+ * head's would be as large as the head).
  */
-const explicitTranspose: TimesTransposed = (dy, w) => {
+const explicitTranspose: TimesTransposed = (dy, w) =>
+  sideBySide(w.shape[0], blockRows(w.shape[1], BLOCK_VALUES), (from, size) =>
+    tf.matMul(dy, tf.transpose(from === 0 && size === w.shape[0] ? w : tf.slice(w, [from, 0], [size, -1]))),
+  );
+
+/** How a product multiplies by a frozen matrix: x·w. */
+type TimesFrozen = (x: tf.Tensor2D, w: tf.Tensor2D) => tf.Tensor2D;
+
+/** x·w, w itself the operand: on wasm, XNNPACK packs w once and keeps the packed copy while w lives. */
+const keptOperand: TimesFrozen = (x, w) => tf.matMul(x, w);
+
+/**
+ * x·w through transient copies of w, blocks of its columns (all of w when it has at most
+ * `maxValues` values), each copied, multiplied and freed: on wasm XNNPACK's packed copy of each
+ * block dies with it, so w is held once, for one copy and one packing per product.
+ */
+export function transientOperand(x: tf.Tensor2D, w: tf.Tensor2D, maxValues = BLOCK_VALUES): tf.Tensor2D {
   const [inputs, out] = w.shape;
-  const rows = Math.max(64, Math.floor(2 ** 23 / out));
-  if (rows >= inputs) return tf.tidy(() => tf.matMul(dy, tf.transpose(w)));
-  const parts: tf.Tensor2D[] = [];
-  for (let from = 0; from < inputs; from += rows) {
-    const size = Math.min(rows, inputs - from);
-    parts.push(tf.tidy(() => tf.matMul(dy, tf.transpose(tf.slice(w, [from, 0], [size, -1])))));
-  }
-  const product = tf.concat(parts, 1);
-  tf.dispose(parts);
-  return product;
-};
+  // A clone is a copy on wasm (its Identity kernel copies); a slice is one everywhere.
+  return sideBySide(out, blockRows(inputs, maxValues), (from, size) =>
+    tf.matMul(x, size === out ? tf.clone(w) : tf.slice(w, [0, from], [-1, size])),
+  );
+}
 
 /** dy·wᵀ as tfjs's own gradients compute it: the naive graph's. */
 const transposedOperand: TimesTransposed = (dy, w) => tf.matMul(dy, w, false, true);
 
+/** How the policy multiplies by its frozen matrices, forward (x·w) and backward (dy·wᵀ). */
+interface FrozenProducts {
+  times: TimesFrozen;
+  timesTransposed: TimesTransposed;
+}
+
 /** x·w for a frozen w [in, out]; its gradient, dx = dy·wᵀ, goes to x alone. */
-function frozenMatmul(x: tf.Tensor, w: tf.Tensor2D, timesTransposed: TimesTransposed): tf.Tensor2D {
+function frozenMatmul(x: tf.Tensor, w: tf.Tensor2D, { times, timesTransposed }: FrozenProducts): tf.Tensor2D {
   const product = tf.customGrad(((input: tf.Tensor) => ({
-    value: tf.matMul(input as tf.Tensor2D, w),
+    value: times(input as tf.Tensor2D, w),
     gradFunc: (dy: tf.Tensor) => timesTransposed(dy as tf.Tensor2D, w),
   })) as unknown as Parameters<typeof tf.customGrad>[0]) as (input: tf.Tensor) => tf.Tensor2D;
   return product(x);
@@ -161,65 +211,63 @@ function frozenGather(table: tf.Tensor, ids: tf.Tensor, axis: number): tf.Tensor
   return lookup(ids);
 }
 
+/** Values in the [tokens, vocab] tensors of one block of tokens in vocabularyTerms: 64 MiB of floats each. */
+const VOCABULARY_BLOCK_VALUES = 2 ** 24;
+
+/** Tokens vocabularyTerms takes at once for a vocabulary of `vocab`: the memory plan counts on it. */
+export const vocabularyBlockTokens = (vocab: number) => Math.max(1, Math.floor(VOCABULARY_BLOCK_VALUES / vocab));
+
 /**
  * For final hidden states h [n, d], the head [d, vocab] and targets [n], with logits = h·head:
  *   log π(target) = logit(target) − logsumexp(logits),   entropy = logsumexp(logits) − Σ_v π(v)·logit(v),
  * as one operation. Its gradient ∂ log π(target)/∂h = head[:, target] − π·headᵀ is computed here,
  * in the forward pass, and it alone ([n, d]) is kept for the backward pass: a composed
  * log-softmax would keep several [n, vocab] tensors, each copied by the tape on wasm, and the
- * vocabulary dwarfs d (Qwen2.5: 151 936 against 896). No more than three [n, vocab] tensors are
- * alive at once. The entropy has no gradient (its slope is taken as 0).
+ * vocabulary dwarfs d (Qwen2.5: 151 936 against 896). Tokens go through in blocks
+ * (vocabularyBlockTokens), so no more than three [block, vocab] tensors are alive at once, however
+ * long the batch. The entropy has no gradient (its slope is taken as 0).
  */
 function vocabularyTerms(
   h: tf.Tensor2D,
   head: tf.Tensor2D,
   targets: tf.Tensor1D,
-  timesTransposed: TimesTransposed,
+  { times, timesTransposed }: FrozenProducts,
 ): { logProbs: tf.Tensor1D; entropy: tf.Tensor1D } {
-  // Both come out as one value [2, n] (a custom gradient's forward pass keeps only its value);
-  // the gradient reads the log-probs' row of dy.
-  const terms = tf.customGrad(((input: tf.Tensor, save: tf.GradSaveFunc) => {
-    const logits = tf.matMul(input as tf.Tensor2D, head);
-    const logZ = tf.logSumExp(logits, -1); // [n]
+  /** [log π(target), entropy] as rows [2, size] for the tokens from..from + size, and their slope [size, d]. */
+  const block = (input: tf.Tensor2D, from: number, size: number) => {
+    const rows = size === input.shape[0] ? input : tf.slice(input, [from, 0], [size, -1]);
+    const logits = times(rows, head);
+    const logZ = tf.logSumExp(logits, -1); // [size]
     const probs = tf.tidy(() => tf.exp(tf.sub(logits, tf.expandDims(logZ, 1)))) as tf.Tensor2D;
     const entropy = tf.tidy(() => tf.sub(logZ, tf.sum(tf.mul(probs, logits), -1)));
     logits.dispose();
-    const columns = tf.transpose(tf.gather(head, targets, 1)); // head[:, target], as rows [n, d]
-    save([tf.sub(columns, timesTransposed(probs, head))]);
+    const columns = tf.transpose(tf.gather(head, tf.slice(targets, [from], [size]), 1)); // head[:, target] as rows
+    const slope = tf.sub(columns, timesTransposed(probs, head));
+    return { value: tf.stack([tf.sub(tf.sum(tf.mul(rows, columns), -1), logZ), entropy]), slope };
+  };
+  // Both come out as one value [2, n] (a custom gradient's forward pass keeps only its value);
+  // the gradient reads the log-probs' row of dy.
+  const terms = tf.customGrad(((input: tf.Tensor, save: tf.GradSaveFunc) => {
+    const n = input.shape[0] as number;
+    const size = vocabularyBlockTokens(head.shape[1]);
+    const values: tf.Tensor[] = [];
+    const slopes: tf.Tensor[] = [];
+    for (let from = 0; from < n; from += size) {
+      const { value, slope } = tf.tidy(() => block(input as tf.Tensor2D, from, Math.min(size, n - from)));
+      values.push(value);
+      slopes.push(slope);
+    }
+    const [value, slope] = values.length === 1 ? [values[0], slopes[0]] : [tf.concat(values, 1), tf.concat(slopes, 0)];
+    if (values.length > 1) tf.dispose([...values, ...slopes]);
+    save([slope as tf.Tensor]);
     return {
-      value: tf.stack([tf.sub(tf.sum(tf.mul(input, columns), -1), logZ), entropy]),
-      gradFunc: (dy: tf.Tensor, [slope]: tf.Tensor[]) =>
-        tf.mul(tf.reshape(tf.slice(dy, [0, 0], [1, -1]), [-1, 1]), slope as tf.Tensor),
+      value: value as tf.Tensor,
+      gradFunc: (dy: tf.Tensor, [saved]: tf.Tensor[]) =>
+        tf.mul(tf.reshape(tf.slice(dy, [0, 0], [1, -1]), [-1, 1]), saved as tf.Tensor),
     };
   }) as unknown as Parameters<typeof tf.customGrad>[0]) as (input: tf.Tensor) => tf.Tensor2D;
   const [logProbs, entropy] = tf.unstack(terms(h)) as [tf.Tensor1D, tf.Tensor1D];
   return { logProbs, entropy };
-}
-
-/**
- * a·b (2-D or batched) for two operands that both need gradients: activations and the adapters.
- * The gradients are untransposed products of explicit transposes, freed as soon as each is used
- * (a custom gradient runs outside the tape's per-op tidy).
- */
-const fastMatmul = tf.customGrad(((a: tf.Tensor, b: tf.Tensor, save: tf.GradSaveFunc) => {
-  save([a, b]);
-  return {
-    value: tf.matMul(a as tf.Tensor2D, b as tf.Tensor2D),
-    gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) =>
-      tf.tidy(() => {
-        const [sa, sb] = saved as [tf.Tensor, tf.Tensor];
-        return [
-          tf.matMul(dy as tf.Tensor2D, swapLastTwo(sb) as tf.Tensor2D),
-          tf.matMul(swapLastTwo(sa) as tf.Tensor2D, dy as tf.Tensor2D),
-        ];
-      }),
-  };
-}) as unknown as Parameters<typeof tf.customGrad>[0]) as (a: tf.Tensor, b: tf.Tensor) => tf.Tensor;
-
-function swapLastTwo(x: tf.Tensor): tf.Tensor {
-  const order = x.shape.map((_, i) => i);
-  order.splice(-2, 2, order.length - 1, order.length - 2);
-  return tf.transpose(x, order);
 }
 
 // ---- base weights -----------------------------------------------------------------------------
@@ -350,6 +398,7 @@ export class PretrainedPolicy implements CausalLM {
   readonly params: Map<string, tf.Variable>;
   readonly graph: GraphKind;
   readonly checkpoint: boolean;
+  readonly keepPackedWeights: boolean;
   /** Frozen base weights by Hugging Face name, laid out for the model (layOut). */
   readonly #base: Map<string, tf.Tensor>;
   /** Each adapted projection's A and B, by the projection's Hugging Face prefix. */
@@ -358,7 +407,9 @@ export class PretrainedPolicy implements CausalLM {
   readonly #sin: tf.Tensor2D;
   /** Products of activations and adapters, which all need gradients. */
   readonly #times: (a: tf.Tensor, b: tf.Tensor) => tf.Tensor;
-  readonly #timesTransposed: TimesTransposed;
+  /** Attention's products [batch, kvHeads, m, k]·[batch, kvHeads, k, n]. */
+  readonly #headsTimes: (a: tf.Tensor, b: tf.Tensor) => tf.Tensor;
+  readonly #frozen: FrozenProducts;
 
   /** Base tensors laid out by `load`, handed to the constructor to own rather than copy. */
   static #adopting: Map<string, tf.Tensor> | null = null;
@@ -371,12 +422,23 @@ export class PretrainedPolicy implements CausalLM {
   constructor(config: PretrainedConfig, base: BaseWeights, options: PretrainedOptions) {
     const { seed } = options.lora;
     const lora = validate(config, options);
+    const { heads, kvHeads } = config;
     this.config = Object.freeze({ ...config, contextLength: options.contextLength });
     this.lora = Object.freeze(lora);
     this.graph = options.graph ?? defaultGraph();
     this.checkpoint = options.checkpoint ?? true;
-    this.#times = this.graph === 'fast' ? fastMatmul : (a, b) => tf.matMul(a as tf.Tensor2D, b as tf.Tensor2D);
-    this.#timesTransposed = this.graph === 'fast' ? explicitTranspose : transposedOperand;
+    this.keepPackedWeights = options.keepPackedWeights ?? true;
+    const fast = this.graph === 'fast';
+    this.#times = fast ? fastMatmul : (a, b) => tf.matMul(a as tf.Tensor2D, b as tf.Tensor2D);
+    // One 2-D product per row and head where there are several query rows (prefill and the step);
+    // a decoding step's few rows keep the batched product.
+    this.#headsTimes = fast
+      ? (a, b) => ((a.shape.at(-2) as number) > heads / kvHeads ? perHead(a, b) : fastMatmul(a, b))
+      : this.#times;
+    this.#frozen = {
+      times: this.keepPackedWeights ? keptOperand : (x, w) => transientOperand(x, w),
+      timesTransposed: fast ? explicitTranspose : transposedOperand,
+    };
 
     const adopted = base === PretrainedPolicy.#adopting;
     this.#base = new Map();
@@ -562,8 +624,8 @@ export class PretrainedPolicy implements CausalLM {
     // Grouped-query attention without repeating keys and values: the `group` query heads that
     // share a key/value head are stacked along the query axis, [batch, kvHeads, group·steps, headDim].
     const stacked = tf.reshape(q, [batch, kvHeads, group * steps, headDim]);
-    const scores = tf.add(tf.mul(this.#times(stacked, swapLastTwo(keys)), 1 / Math.sqrt(headDim)), bias);
-    const attended = tf.reshape(this.#times(tf.softmax(scores), values), [batch, heads, steps, headDim]);
+    const scores = tf.add(tf.mul(this.#headsTimes(stacked, swapLastTwo(keys)), 1 / Math.sqrt(headDim)), bias);
+    const attended = tf.reshape(this.#headsTimes(tf.softmax(scores), values), [batch, heads, steps, headDim]);
     const merged = tf.reshape(tf.transpose(attended, [0, 2, 1, 3]), [batch * steps, heads * headDim]);
     const afterAttention = tf.add(x, this.#project(merged, at('self_attn.o_proj')));
 
@@ -614,7 +676,7 @@ export class PretrainedPolicy implements CausalLM {
 
   /** A projection of rows x [n, in]: x·W (+ b) (+ (α/r)·(x·Aᵀ)·Bᵀ where LoRA adapts it) → [n, out]. */
   #project(x: tf.Tensor, prefix: string): tf.Tensor2D {
-    let y = frozenMatmul(x, this.#w(`${prefix}.weight`) as tf.Tensor2D, this.#timesTransposed);
+    let y = frozenMatmul(x, this.#w(`${prefix}.weight`) as tf.Tensor2D, this.#frozen);
     const bias = this.#base.get(`${prefix}.bias`);
     if (bias !== undefined) y = tf.add(y, bias);
     const adapter = this.#adapters.get(prefix);
@@ -627,7 +689,7 @@ export class PretrainedPolicy implements CausalLM {
   /** Logits over the vocabulary for hidden states [batch, steps, d] → [batch, steps, vocab]. */
   logits(hidden: tf.Tensor3D): tf.Tensor3D {
     const [batch, steps, d] = hidden.shape;
-    const flat = frozenMatmul(tf.reshape(hidden, [batch * steps, d]), this.#head, this.#timesTransposed);
+    const flat = frozenMatmul(tf.reshape(hidden, [batch * steps, d]), this.#head, this.#frozen);
     return tf.reshape(flat, [batch, steps, this.config.vocabSize]);
   }
 
@@ -662,7 +724,7 @@ export class PretrainedPolicy implements CausalLM {
       rows = tf.reshape(hidden, [batch * steps, this.config.hiddenSize]) as tf.Tensor2D;
     }
     const flatTargets = tf.reshape(targets, [-1]) as tf.Tensor1D;
-    const { logProbs, entropy } = vocabularyTerms(rows, this.#head, flatTargets, this.#timesTransposed);
+    const { logProbs, entropy } = vocabularyTerms(rows, this.#head, flatTargets, this.#frozen);
     return {
       logProbs: tf.reshape(logProbs, [batch, steps]) as tf.Tensor2D,
       entropy: tf.reshape(entropy, [batch, steps]) as tf.Tensor2D,

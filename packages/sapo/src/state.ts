@@ -202,6 +202,7 @@ export async function openPretrainedLearner(
     policy = await PretrainedPolicy.load(config, (name) => folder.readTensor(name), {
       contextLength,
       lora: { ...lora, seed: sapo.seed ?? 0 },
+      keepPackedWeights: plan.keepPackedWeights,
     });
   } finally {
     await folder.close();

@@ -4,7 +4,14 @@ import '@tensorflow/tfjs-backend-wasm';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { PretrainedConfig } from '../src/hf/config.js';
 import { type GraphKind, Policy } from '../src/model.js';
-import { baseShapes, type CausalLM, type PretrainedOptions, PretrainedPolicy } from '../src/pretrained.js';
+import {
+  baseShapes,
+  type CausalLM,
+  type PretrainedOptions,
+  PretrainedPolicy,
+  transientOperand,
+  vocabularyBlockTokens,
+} from '../src/pretrained.js';
 import { generate } from '../src/sample.js';
 import { referenceLogits, referenceShapes } from './reference/llama-reference.js';
 
@@ -340,6 +347,36 @@ describe('the pre-trained policy', () => {
       ]);
     });
 
+    it('multiplies by transient copies of the base (keepPackedWeights: false) to the same logits, tokens and gradients', () => {
+      const kept = make(config, weights);
+      const transient = make(config, weights, { keepPackedWeights: false });
+      expect(transient.keepPackedWeights).toBe(false);
+      randomiseAdapters(kept, 29);
+      randomiseAdapters(transient, 29);
+      expect(maxDifference(logitsAlong(transient, ids), logitsAlong(kept, ids))).toBe(0);
+      const sampling = { seed: 5, eos: [] as number[], maxNewTokens: 8, temperature: 0 };
+      const prompts = [ids.slice(0, 6), ids.slice(6, 9)];
+      expect(generate(transient, prompts, sampling)).toEqual(generate(kept, prompts, sampling));
+      const tokens = tf.tensor2d([ids.slice(0, 10), ids.slice(10, 20)], undefined, 'int32');
+      const targets = tf.tensor2d([ids.slice(1, 11), ids.slice(11, 21)], undefined, 'int32');
+      const before = tf.memory().numTensors;
+      const step = (policy: PretrainedPolicy) =>
+        tf.variableGrads(
+          () => tf.mean(policy.tokenLogProbs(tokens, targets)) as tf.Scalar,
+          [...policy.params.values()],
+        );
+      const [a, b] = [step(transient), step(kept)];
+      const keptParams = [...kept.params.values()];
+      [...transient.params.values()].forEach((p, i) => {
+        const mine = (a.grads[p.name] as tf.Tensor).dataSync();
+        const theirs = (b.grads[(keptParams[i] as tf.Variable).name] as tf.Tensor).dataSync();
+        expect(Math.max(...mine.map((g, j) => Math.abs(g - (theirs[j] as number))))).toBe(0);
+      });
+      const results = [a.value, b.value, ...Object.values(a.grads), ...Object.values(b.grads)];
+      expect(tf.memory().numTensors - before).toBe(results.length);
+      tf.dispose([tokens, targets, ...results]);
+    });
+
     it('has the gradient of a log-softmax composed of tfjs ops, from one pass over the vocabulary', () => {
       const policy = make(config, weights);
       randomiseAdapters(policy, 19);
@@ -432,7 +469,7 @@ describe('the pre-trained policy', () => {
     });
   });
 
-  it('handles a Qwen2.5-sized vocabulary, whose head goes backward through transposed blocks of rows', () => {
+  it('handles a Qwen2.5-sized vocabulary, whose head goes backward through transposed blocks of rows (and forward through blocks of columns when held once)', () => {
     const config: PretrainedConfig = {
       ...configOf(CONFIG_NAMES[1] as string),
       vocabSize: 151_936,
@@ -447,7 +484,11 @@ describe('the pre-trained policy', () => {
     const weights = randomWeights(config, 37);
     const ids = randomIds(6, config.vocabSize, 41);
     const fast = make(config, weights, { graph: 'fast' });
-    expect(maxDifference(logitsAlong(fast, ids), referenceLogits(config, weights, ids))).toBeLessThan(1e-4);
+    const reference = referenceLogits(config, weights, ids);
+    expect(maxDifference(logitsAlong(fast, ids), reference)).toBeLessThan(1e-4);
+    // Held once, the head is multiplied in two transient blocks of columns.
+    const transient = make(config, weights, { graph: 'fast', keepPackedWeights: false });
+    expect(maxDifference(logitsAlong(transient, ids), reference)).toBeLessThan(1e-4);
     const naive = make(config, weights, { graph: 'naive' });
     randomiseAdapters(fast, 43);
     randomiseAdapters(naive, 43);
@@ -464,6 +505,56 @@ describe('the pre-trained policy', () => {
     expect(scale).toBeGreaterThan(0);
     expect(tf.max(tf.abs(tf.sub(mine, theirs))).dataSync()[0]).toBeLessThan(1e-4 * scale);
     tf.dispose([tokens, targets, a.value, b.value, mine, theirs]);
+  });
+
+  it('takes a long batch over a large vocabulary in blocks of tokens, to the log-probs and gradient of a composed log-softmax', () => {
+    const config: PretrainedConfig = {
+      ...configOf(CONFIG_NAMES[0] as string),
+      vocabSize: 151_936,
+      hiddenSize: 16,
+      intermediateSize: 16,
+      layers: 1,
+      heads: 2,
+      kvHeads: 1,
+      headDim: 8,
+    };
+    // 2 × 60 tokens: past one block of 110 (vocabularyBlockTokens), so two blocks.
+    expect(vocabularyBlockTokens(config.vocabSize)).toBeLessThan(120);
+    const policy = make(config, randomWeights(config, 47));
+    randomiseAdapters(policy, 53);
+    const ids = randomIds(122, config.vocabSize, 59);
+    const tokens = tf.tensor2d([ids.slice(0, 60), ids.slice(61, 121)], undefined, 'int32');
+    const targets = tf.tensor2d([ids.slice(1, 61), ids.slice(62, 122)], undefined, 'int32');
+    const positions = tf.tensor2d([[...Array(60).keys()], [...Array(60).keys()]], undefined, 'int32');
+    const chosen = tf.cast(tf.oneHot(targets, config.vocabSize), 'float32');
+    const composed = () =>
+      tf.sum(tf.mul(tf.logSoftmax(policy.logits(policy.forward(tokens, positions).hidden)), chosen), -1);
+    const ours = () => policy.tokenLogProbs(tokens, targets);
+    const [a, b] = [tf.tidy(ours), tf.tidy(composed)];
+    expect(tf.max(tf.abs(tf.sub(a, b))).dataSync()[0]).toBeLessThan(1e-4);
+    const variable = policy.params.get('model.layers.0.mlp.down_proj.lora_B.weight') as tf.Variable;
+    const gradient = (f: () => tf.Tensor) => tf.variableGrads(() => tf.sum(f()) as tf.Scalar, [variable]);
+    const [ga, gb] = [gradient(ours), gradient(composed)];
+    const [mine, theirs] = [ga.grads[variable.name] as tf.Tensor, gb.grads[variable.name] as tf.Tensor];
+    const scale = Math.max(...theirs.dataSync().map(Math.abs));
+    expect(scale).toBeGreaterThan(0);
+    expect(tf.max(tf.abs(tf.sub(mine, theirs))).dataSync()[0]).toBeLessThan(1e-4 * scale);
+    tf.dispose([tokens, targets, positions, chosen, a, b, ga.value, gb.value, mine, theirs]);
+  });
+
+  it('multiplies by a frozen matrix in transient blocks of columns: the same product as the matrix whole', () => {
+    const x = tf.randomNormal([5, 8], 0, 1, 'float32', 1) as tf.Tensor2D;
+    const w = tf.randomNormal([8, 200], 0, 1, 'float32', 2) as tf.Tensor2D;
+    const before = tf.memory().numTensors;
+    // Blocks of 64 columns (the narrowest there is): 64 + 64 + 64 + 8.
+    const blocked = transientOperand(x, w, 8 * 64);
+    const whole = transientOperand(x, w);
+    expect(tf.memory().numTensors - before).toBe(2);
+    const expected = tf.matMul(x, w);
+    expect(blocked.shape).toEqual([5, 200]);
+    expect(tf.max(tf.abs(tf.sub(blocked, expected))).dataSync()[0]).toBe(0);
+    expect(tf.max(tf.abs(tf.sub(whole, expected))).dataSync()[0]).toBe(0);
+    tf.dispose([x, w, blocked, whole, expected]);
   });
 
   describe('memory and loading', () => {
