@@ -9,6 +9,7 @@
  *   npm run bench:learner                     (add -- --backends wasm to skip the slow pure-JS cpu)
  *   npm run bench:learner -- --backends wasm --torch off              without the PyTorch peer
  *   npm run bench:learner -- --backends wasm --torch /usr/bin/python3 the peer's interpreter
+ *   npm run bench:learner -- --backends webgpu,wasm --torch off       webgpu beside wasm (here: a software adapter)
  *   npm run bench:learner -- --backends wasm --profile                where one step's time goes, by kernel
  *   npm run bench:learner -- --pretrained smollm2-135m --steps 1      a pre-trained model's shape (below)
  *   npm run bench:learner -- --backends wasm --baseline /tmp/before   ours against another checkout's model.ts
@@ -733,6 +734,18 @@ for (const name of values.backends.split(',') as BackendName[]) {
     `  (train step: median of ${steps} timed steps after a warm-up; generation: best of ${GENERATION.repeats}; tf.memory ${tf.memory().numTensors} tensors after)\n`,
   );
 }
+
+// Every other backend against wasm, from this run. A software adapter is this machine's CPU
+// running Dawn's GPU path, so its figure says what the webgpu code costs, not what a GPU does.
+const wasm = ours.find((o) => o.backend.startsWith('wasm'));
+for (const other of ours) {
+  if (wasm === undefined || other === wasm) continue;
+  const label = other.backend.includes('software adapter') ? ' (a software adapter on the CPU: not a GPU figure)' : '';
+  console.log(
+    `${other.backend.replace(/ \(.*$/, '')} / wasm${label}: step ${(other.step.seconds / wasm.step.seconds).toFixed(1)}x the time, generation ${(wasm.generation / other.generation).toFixed(1)}x slower, first-step gradient norms differ by ${(Math.abs(other.step.firstGradNorm - wasm.step.firstGradNorm) / wasm.step.firstGradNorm).toExponential(1)} (relative)`,
+  );
+}
+if (ours.length > 1) console.log('');
 
 const python = findPython();
 if ('missing' in python) console.log(`PyTorch peer: ${python.missing}`);
