@@ -232,7 +232,7 @@ function planWith(model: ModelShape, run: RunShape, limit: MemoryLimit, keepPack
   const held = `weights ${gib(parts.weights)}${keepPackedWeights ? '' : ' (held once: wasm multiplies by transient copies, so sampling is slower)'}, trainable + optimizer ${gib(parts.trainable + parts.optimizer)}, step ${gib(parts.stepActivations)}, sampling ${gib(parts.sampling)}`;
   const tensorLimit = `a single tensor of ${mib(Math.max(largestWeight, logitsBytes(1)))} (the embedding, or one row's logits) and the backend binds at most ${mib(maxTensor)}`;
   const summary = fits
-    ? `memory plan: ${gib(total)} of ${gib(limit.bytes)} (${limit.source}) — ${held}; ${microBatchRows} rows per step micro-batch, ${sampleRows} sampled at once`
+    ? `memory plan: ${gib(total)} of ${gib(limit.bytes)} (${limit.source}) — ${held}; ${microBatchRows} ${microBatchRows === 1 ? 'row' : 'rows'} per step micro-batch, ${sampleRows} sampled at once`
     : weightFits && total <= limit.bytes
       ? `the model does not fit: it needs ${tensorLimit}. Use a shorter context (now ${run.contextLength} tokens) or another backend`
       : !weightFits
