@@ -42,6 +42,11 @@ export interface RoundLoopOptions {
   /** Whether this node proposes tasks; without, it solves peers' tasks only. Default true. */
   propose?: boolean;
   /**
+   * Whether this node publishes its tasks and rollouts. Default true; false makes a free rider (a
+   * "consumer"), which still learns from peers' rollouts and relays what gossip passes through it.
+   */
+  share?: boolean;
+  /**
    * Every `every` rounds (0: never), the pass rate on held-out tasks at a fixed difficulty: the same
    * `tasks` seeds per family each time, so a change means the model changed, not the tasks.
    * Default every 0, difficulty 1, 2 tasks per family, 4 samples each.
@@ -70,6 +75,8 @@ export interface RoundMetrics {
   heldOut: { difficulty: number; passRate: number; byFamily: Record<string, number> } | null;
   groups: {
     local: number;
+    /** Own groups published this round: `local`, or 0 for a node that does not share. */
+    published: number;
     localUsed: number;
     externalUsed: number;
     zeroSignal: { local: number; external: number };
@@ -120,6 +127,7 @@ export class RoundLoop {
       seed: 0,
       startRound: 0,
       propose: true,
+      share: true,
       now: Date.now,
       ...options,
     };
@@ -174,12 +182,13 @@ export class RoundLoop {
     const round = this.#round++;
     const now = this.#options.now();
     const me = this.transport.peerId;
+    const { share } = this.#options;
 
     for (const task of this.#options.propose ? this.proposer.propose(round) : []) {
       // Signed, so that rollouts on it carry proof to nodes that never hear this message.
       const signature = await this.transport.sign(taskSigningBytes(task, now));
       this.pool.add(task, now, { time: now, signature });
-      await this.transport.publish('tasks', { task, time: now, signature });
+      if (share) await this.transport.publish('tasks', { task, time: now, signature });
     }
 
     const solveStart = performance.now();
@@ -208,6 +217,7 @@ export class RoundLoop {
       passes[task.family] = [...(passes[task.family] ?? []), ...rewards];
       difficulties[task.family] = [...(difficulties[task.family] ?? []), task.difficulty];
       if (spec.proposer === me) this.proposer.observe(task.family, task.difficulty, rewards);
+      if (!share) continue;
       const rollout: RolloutMessage = {
         task: spec,
         producer: me,
@@ -248,6 +258,7 @@ export class RoundLoop {
       heldOut,
       groups: {
         local: local.length,
+        published: share ? local.length : 0,
         localUsed: report.counts.local,
         externalUsed: report.counts.external,
         zeroSignal: report.counts.zeroSignal,
