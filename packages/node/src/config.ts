@@ -108,24 +108,14 @@ export function addNetworkOptions(command: Command, defaults: { dataDir: string;
 /**
  * The command's options with the config file applied: a key fills an option only where neither a
  * flag nor an environment variable set it. Unknown keys and values of the wrong type are errors.
+ * `settings`: the file's settings when the caller has read it (and kept some keys for itself).
  */
-export function resolveSettings<T extends object>(command: Command): T {
+export function resolveSettings<T extends object>(command: Command, settings?: Record<string, unknown>): T {
   const values = command.opts<T>() as Record<string, unknown>;
   const file = values.config as string | undefined;
   if (file === undefined) return values as T;
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(readFileSync(file, 'utf8'));
-  } catch (error) {
-    throw new NodeError('BAD_CONFIG', `cannot read the config file ${file}: ${(error as Error).message}`, {
-      cause: error,
-    });
-  }
-  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
-    throw new NodeError('BAD_CONFIG', `the config file ${file} must hold a JSON object of settings`);
-  }
   const options = new Map(command.options.filter((o) => o.long !== '--config').map((o) => [o.attributeName(), o]));
-  for (const [key, value] of Object.entries(parsed)) {
+  for (const [key, value] of Object.entries(settings ?? readConfigFile(file))) {
     const option = options.get(key);
     if (option === undefined) {
       throw new NodeError(
@@ -140,7 +130,24 @@ export function resolveSettings<T extends object>(command: Command): T {
   return values as T;
 }
 
-function settingValue(file: string, key: string, option: Option, value: unknown): unknown {
+/** The JSON object of settings in a config file. */
+export function readConfigFile(file: string): Record<string, unknown> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (error) {
+    throw new NodeError('BAD_CONFIG', `cannot read the config file ${file}: ${(error as Error).message}`, {
+      cause: error,
+    });
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+    throw new NodeError('BAD_CONFIG', `the config file ${file} must hold a JSON object of settings`);
+  }
+  return parsed as Record<string, unknown>;
+}
+
+/** A config file's value for an option, parsed as its flag would be; `key` names it in errors. */
+export function settingValue(file: string, key: string, option: Option, value: unknown): unknown {
   // A flag without a value (--json, --no-mdns): commander's isBoolean() leaves out negated flags.
   if (!option.required && !option.optional) {
     if (typeof value !== 'boolean') throw new NodeError('BAD_CONFIG', `${file}: ${key} must be true or false`);

@@ -54,6 +54,10 @@ export interface NodeOptions {
   maxConnections?: number;
   /** Roles a peer plays. Default all three; without 'solver' it relays only. The evaluator is required. */
   roles?: Role[];
+  /** Publish its tasks and rollouts. Default true; false: a free rider that learns from peers' and shares none. */
+  share?: boolean;
+  /** Fix every family's task difficulty here (the proposer does not adapt), as experiments do. Default: adapt from 1. */
+  fixedDifficulty?: number;
   /** I and J of the SAPO step. Default 6 and 2 (docs/EXPERIMENTS.md: no mix beat training alone at our scale). */
   localGroups?: number;
   externalGroups?: number;
@@ -167,7 +171,7 @@ class NodeStats {
     }
     this.heldOut = metrics.heldOut ?? this.heldOut;
     this.externalGroupsUsed += metrics.groups.externalUsed;
-    this.rolloutsSent += metrics.groups.local;
+    this.rolloutsSent += metrics.groups.published;
     for (const [key, n] of Object.entries(metrics.received.tasks)) this.tasks[key] = (this.tasks[key] ?? 0) + n;
   }
 
@@ -311,6 +315,10 @@ export class SwarmNode extends EventEmitter<{ round: [RoundMetrics]; checkpoint:
             learner: parts.learner,
             groupSize: options.groupSize ?? 8,
             propose: parts.roles.includes('proposer'),
+            share: options.share ?? true,
+            ...(options.fixedDifficulty === undefined
+              ? {}
+              : { proposer: { startDifficulty: options.fixedDifficulty, adapt: false } }),
             heldOut: { every: options.heldOutEvery ?? 25, difficulty: options.heldOutDifficulty ?? 1 },
             sampling: { maxNewTokens: options.maxNewTokens ?? 48 },
             seed: parts.seed,
@@ -481,9 +489,23 @@ export const startNode = (options: NodeOptions): Promise<SwarmNode> => SwarmNode
 function checkOptions(options: NodeOptions, swarmId: string): Role[] {
   const swarmProblem = swarmIdProblem(swarmId);
   if (swarmProblem !== null) throw new NodeError('BAD_CONFIG', `swarm id ${JSON.stringify(swarmId)}: ${swarmProblem}`);
-  const roles = options.roles ?? [...ROLES];
+  const roles = checkRoles(options.roles ?? [...ROLES]);
+  checkRange('groupSize', options.groupSize, 2, LIMITS.maxGroupSize, 'peers reject larger groups');
+  checkRange(
+    'localGroups',
+    options.localGroups,
+    0,
+    LIMITS.tasksPerRound,
+    'a proposer publishes at most that many tasks a round',
+  );
+  checkRange('fixedDifficulty', options.fixedDifficulty, 1, 10, 'the task families’ levels');
+  return roles;
+}
+
+/** Roles that make a node: known names, the evaluator always, the proposer only with the solver. */
+export function checkRoles(roles: readonly string[]): Role[] {
   for (const role of roles) {
-    if (!ROLES.includes(role))
+    if (!(ROLES as readonly string[]).includes(role))
       throw new NodeError('BAD_CONFIG', `unknown role ${JSON.stringify(role)}; roles are ${ROLES.join(', ')}`);
   }
   if (!roles.includes('evaluator')) {
@@ -498,15 +520,7 @@ function checkOptions(options: NodeOptions, swarmId: string): Role[] {
       'the proposer role needs the solver role (its pass rates steer difficulty); a node without a solver only relays: use --roles evaluator',
     );
   }
-  checkRange('groupSize', options.groupSize, 2, LIMITS.maxGroupSize, 'peers reject larger groups');
-  checkRange(
-    'localGroups',
-    options.localGroups,
-    0,
-    LIMITS.tasksPerRound,
-    'a proposer publishes at most that many tasks a round',
-  );
-  return roles;
+  return roles as Role[];
 }
 
 async function readPsk(file: string): Promise<Uint8Array> {

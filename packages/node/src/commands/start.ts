@@ -15,7 +15,7 @@ import {
   resolveSettings,
   setting,
 } from '../config.js';
-import { type NodeOptions, type Role, SwarmNode } from '../swarm-node.js';
+import { checkRoles, type NodeOptions, type Role, SwarmNode } from '../swarm-node.js';
 
 interface NetworkSettings {
   dataDir: string;
@@ -35,6 +35,8 @@ interface NetworkSettings {
 
 interface StartSettings extends NetworkSettings {
   roles: Role[];
+  share: boolean;
+  fixedDifficulty?: number;
   localGroups: number;
   externalGroups: number;
   groupSize: number;
@@ -64,7 +66,10 @@ export function startCommand(): Command {
     .addOption(
       setting('--roles <roles>', 'roles to play, comma-separated: proposer, solver, evaluator')
         .default(['proposer', 'solver', 'evaluator'], 'proposer,solver,evaluator')
-        .argParser((value) => value.split(',').map((r) => r.trim()) as Role[]),
+        .argParser(roles),
+    )
+    .addOption(
+      setting('--no-share', "publish no tasks or rollouts: a free rider that learns from peers' and gives nothing"),
     )
     .addOption(
       setting('-I, --local-groups <n>', 'own groups per SAPO step')
@@ -103,6 +108,12 @@ export function startCommand(): Command {
       setting('--held-out-difficulty <d>', 'the difficulty of the held-out tasks')
         .default(1)
         .argParser(integer('--held-out-difficulty', 1, 10)),
+    )
+    .addOption(
+      setting(
+        '--fixed-difficulty <d>',
+        "fix every family's task difficulty at d (the proposer does not adapt), for experiments; default: adapt from 1",
+      ).argParser(integer('--fixed-difficulty', 1, 10)),
     )
     .addOption(
       setting('--rounds <n>', 'stop after this many rounds; 0 runs until stopped')
@@ -165,6 +176,7 @@ export function startCommand(): Command {
           ...networkNodeOptions(settings),
           mode: 'peer',
           roles: settings.roles,
+          share: settings.share,
           localGroups: settings.localGroups,
           externalGroups: settings.externalGroups,
           groupSize: settings.groupSize,
@@ -186,11 +198,20 @@ export function startCommand(): Command {
           ...(settings.contextLength === undefined ? {} : { contextLength: settings.contextLength }),
           ...(settings.learningRate === undefined ? {} : { learningRate: settings.learningRate }),
           ...(settings.seed === undefined ? {} : { seed: settings.seed }),
+          ...(settings.fixedDifficulty === undefined ? {} : { fixedDifficulty: settings.fixedDifficulty }),
         },
         settings.json,
       );
     });
   return command;
+}
+
+function roles(value: string): Role[] {
+  try {
+    return checkRoles(value.split(',').map((role) => role.trim()));
+  } catch (error) {
+    throw new InvalidArgumentError(`--roles: ${(error as Error).message}.`);
+  }
 }
 
 function loraTargets(value: string): LoraTarget[] {
