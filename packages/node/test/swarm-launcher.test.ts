@@ -266,7 +266,7 @@ describe('swarm-node swarm', () => {
     await writeFile(join(used, 'report.json'), '{}');
     const fresh = await outDir('never-created');
     const cases: [string[], RegExp][] = [
-      [[], /required option '--nodes <n>' not specified/],
+      [[], /give --nodes N, or --config FILE whose "nodes" list the nodes/],
       [['--nodes', '0'], /--nodes must be an integer from 1 to 64/],
       [['--nodes', 'four'], /--nodes must be an integer from 1 to 64/],
       [['--nodes', '2', '--rounds', '-1'], /--rounds must be an integer of at least 0/],
@@ -274,7 +274,7 @@ describe('swarm-node swarm', () => {
       [['--nodes', '2', '--swarm', 'Not An Id'], /--swarm: a swarm id is 1-64 characters/],
       [['--nodes', '2', '--base-port', '70000'], /--base-port must be an integer from 0 to 65535/],
       [['--nodes', '3', '--base-port', '65534'], /--base-port 65534 leaves no room for 3 nodes/],
-      [['--nodes', '2', '--config', 'swarm.json'], /unknown option '--config'/],
+      [['--nodes', '2', '--config', join(used, 'missing.json')], /cannot read the config file .*missing\.json/],
       [['--nodes', '2', '--out', used], /already holds report\.json: every run starts fresh nodes/],
     ];
     for (const [args, message] of cases) {
@@ -291,4 +291,106 @@ describe('swarm-node swarm', () => {
     }
     expect(existsSync(fresh)).toBe(false);
   }, 300_000); // ten CLI starts on a busy machine
+
+  it('runs the nodes of a --config file, each with its own settings: a free rider, a relay, and sharing nodes', async () => {
+    const out = await outDir('config');
+    const file = join(await outDir(''), 'swarm.json');
+    const node = { localGroups: 2, externalGroups: 2, groupSize: 4, maxNewTokens: 16 };
+    await writeFile(
+      file,
+      JSON.stringify({
+        rounds: 3,
+        heldOutEvery: 0,
+        nodes: [
+          { name: 'sharer', count: 2, ...node },
+          { name: 'rider', share: false, ...node },
+          { name: 'judge', roles: ['evaluator'] },
+        ],
+      }),
+    );
+    // A flag beats the file's top level (3 rounds there); each node's own keys beat the flags.
+    const launcher = launch(['--config', file, '--rounds', '4', '-J', '6', '--out', out]);
+    expect(await launcher.exited, launcher.stderr.join('\n')).toBe(0);
+    const report = await readReport(out);
+    expect(report).toMatchObject({ clean: true, stoppedBy: 'rounds', settings: { nodes: 4, rounds: 4 } });
+    const byName = Object.fromEntries(report.nodes.map((n) => [n.name, n]));
+    expect(Object.keys(byName)).toEqual(['sharer-1', 'sharer-2', 'rider', 'judge']);
+    for (const name of ['sharer-1', 'sharer-2', 'rider']) {
+      expect(byName[name]).toMatchObject({ trains: true, rounds: 4, stoppedCleanly: true, settings: node });
+    }
+    expect(byName.rider?.settings.share).toBe(false);
+    // The free rider published nothing, yet learned from the sharers' groups; they published theirs.
+    expect(byName.rider?.groups.totals.published).toBe(0);
+    expect(byName.rider?.groups.totals.externalUsed).toBeGreaterThan(0);
+    for (const name of ['sharer-1', 'sharer-2']) expect(byName[name]?.groups.totals.published).toBeGreaterThan(0);
+    // The evaluator-only node ran no rounds, kept the launcher waiting for none, and re-checked what it relayed.
+    expect(byName.judge).toMatchObject({
+      trains: false,
+      rounds: 0,
+      stoppedCleanly: true,
+      settings: { roles: ['evaluator'], externalGroups: 6 },
+    });
+    expect(byName.judge?.verdicts.rollouts.accept).toBeGreaterThan(0);
+    expect(refusals(byName.judge?.verdicts.rollouts ?? {})).toEqual({});
+    expect(await readFile(byName.rider?.log as string, 'utf8')).toMatch(/ start .* --no-share /);
+    expect(await readFile(join(out, 'reward-swarm.svg'), 'utf8')).toContain('>swarm mean (3 nodes)<');
+  }, 600_000);
+
+  it('refuses a bad --config file with a message naming the file and the key, starting nothing', async () => {
+    const dir = await outDir('bad-configs');
+    await mkdir(dir, { recursive: true });
+    const fresh = join(dir, 'never-created');
+    const cases: [unknown, string[], RegExp][] = [
+      [{ nodes: 'two' }, [], /nodes must be a non-empty list of nodes/],
+      [{ nodes: [] }, [], /nodes must be a non-empty list of nodes/],
+      [{ nodes: [{ count: 2 }] }, [], /nodes\[0\]\.name must be 1 to 40 letters/],
+      [{ nodes: [{ name: 'a', count: 0 }] }, [], /nodes\[0\]\.count must be an integer from 1 to 64/],
+      [
+        { nodes: [{ name: 'a', colour: 'red' }] },
+        [],
+        /nodes\[0\]: unknown key "colour"; a node's keys are name, count, /,
+      ],
+      [{ nodes: [{ name: 'a', rounds: 3 }] }, [], /nodes\[0\]\.rounds is the launcher's.*give "rounds" at the top/],
+      [
+        { nodes: [{ name: 'a', localGroups: 'six' }] },
+        [],
+        /nodes\[0\]\.localGroups: --local-groups must be an integer/,
+      ],
+      [{ nodes: [{ name: 'a', share: 'no' }] }, [], /nodes\[0\]\.share must be true or false/],
+      [{ nodes: [{ name: 'a', backend: 'tpu' }] }, [], /nodes\[0\]\.backend: .*Allowed choices are auto, /],
+      [
+        { nodes: [{ name: 'a', roles: ['solver'] }] },
+        [],
+        /nodes\[0\]\.roles: --roles: the evaluator role cannot be turned off/,
+      ],
+      [
+        { nodes: [{ name: 'a', roles: ['judge', 'evaluator'] }] },
+        [],
+        /nodes\[0\]\.roles: --roles: unknown role "judge"/,
+      ],
+      [
+        { nodes: [{ name: 'a', model: join(dir, 'no-such-model') }] },
+        [],
+        /nodes\[0\]\.model: no model folder at .*no-such-model/,
+      ],
+      [{ nodes: [{ name: 'a', count: 2, seed: 1 }] }, [], /nodes\[0\]\.seed is one node's, but count is 2/],
+      [{ nodes: [{ name: 'a', count: 2 }, { name: 'a-1' }] }, [], /two nodes would be named "a-1"/],
+      [{ nodes: [{ name: 'bootstrap' }] }, [], /two nodes would be named "bootstrap"/],
+      [{ nodes: [{ name: 'a', roles: ['evaluator'] }] }, [], /no node trains: give at least one node the solver role/],
+      [{ nodes: [{ name: 'a' }], swarmId: 'x' }, [], /unknown setting "swarmId"/],
+      [{ nodes: [{ name: 'a' }], rounds: -1 }, [], /rounds: --rounds must be an integer of at least 0/],
+      [{ nodes: [{ name: 'a' }] }, ['--nodes', '2'], /--nodes and the "nodes" of .* both give the nodes/],
+    ];
+    for (const [i, [config, args, message]] of cases.entries()) {
+      const file = join(dir, `swarm-${i}.json`);
+      await writeFile(file, JSON.stringify(config));
+      const result = spawnSync(process.execPath, [BIN, 'swarm', '--config', file, ...args, '--out', fresh], {
+        encoding: 'utf8',
+      });
+      expect(result.status, `${JSON.stringify(config)}: ${result.stderr}`).toBe(2);
+      expect(result.stderr, JSON.stringify(config)).toContain(file);
+      expect(result.stderr, JSON.stringify(config)).toMatch(message);
+    }
+    expect(existsSync(fresh)).toBe(false);
+  }, 300_000);
 });

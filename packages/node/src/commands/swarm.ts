@@ -5,6 +5,7 @@
  * Ctrl-C, every child stopped cleanly and a report with charts.
  *
  *   swarm-node swarm --nodes 4 --rounds 20 --out swarm-out
+ *   swarm-node swarm --config swarm.json --out swarm-out     # nodes unlike each other (swarm-config.ts)
  *
  *   swarm-out/report.json          per node: reward per round, held-out pass rates, groups, verdicts, bytes;
  *                                  the swarm's mean reward per round
@@ -31,9 +32,10 @@
  * dies, even by SIGKILL, the kernel closes the pipe and every child stops as on SIGTERM, exiting
  * anyway after the stop timeout.
  *
- * The nodes' settings come from this command line alone (SWARM_NODE_* variables are not passed on),
- * so report.json's command reproduces the run. Every node gets the same settings today; the plan is
- * one NodeSpec per node, so a per-node config file can fill them in.
+ * The nodes' settings come from this command line and its --config file alone (SWARM_NODE_*
+ * variables are not passed on), so report.json's command reproduces the run; report.json records
+ * each node's NodeSpec too. A node that trains nothing (roles without the solver) runs until the
+ * training nodes are done, then stops with the bootstrap.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -45,11 +47,14 @@ import { fileURLToPath } from 'node:url';
 import { LIMITS, type RoundMetrics } from '@swarm-node/roles';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { createLogUpdate } from 'log-update';
-import { integer } from '../config.js';
+import { integer, readConfigFile, resolveSettings } from '../config.js';
 import { NodeError } from '../errors.js';
 import { type EventFeed, ROUND_HISTORY, type ServerEvent, startStatusServer } from '../status-server.js';
 import { lineChart, type Series } from '../svg-chart.js';
 import { swarmIdProblem } from '../wire/index.js';
+import { type NodeSpec, nodeSpecs, startArgs, trains, uniformSpecs } from './swarm-config.js';
+
+export type { NodeSpec } from './swarm-config.js';
 
 /** In a child of the launcher: seconds it may take to stop once the launcher is gone; stdin is the launcher's pipe. */
 export const LAUNCHER_ENV = 'SWARM_NODE_LAUNCHER';
@@ -78,14 +83,6 @@ export interface SwarmSettings {
   pagePort: number;
 }
 
-/** What one training node runs with: the same for every node today; a per-node config fills these in later. */
-export interface NodeSpec {
-  name: string;
-  localGroups: number;
-  externalGroups: number;
-  heldOutEvery: number;
-}
-
 export class SwarmLaunchError extends Error {
   readonly exitCode: number;
   constructor(message: string, exitCode = 1) {
@@ -101,9 +98,16 @@ export function swarmCommand(): Command {
       'run a local swarm: a bootstrap peer and N training nodes on loopback, a live view, and a report with charts',
     )
     .addOption(
-      new Option('--nodes <n>', 'training nodes, each its own `swarm-node start` process')
-        .argParser(integer('--nodes', 1, 64))
-        .makeOptionMandatory(),
+      new Option(
+        '--nodes <n>',
+        "training nodes, each its own `swarm-node start` process (or the --config file's list)",
+      ).argParser(integer('--nodes', 1, 64)),
+    )
+    .addOption(
+      new Option(
+        '--config <file>',
+        'JSON file: these flags in camelCase, and "nodes": a list of nodes each with its own model, I/J, G, backend, roles, share',
+      ),
     )
     .addOption(
       new Option('--rounds <n>', 'rounds each node runs, then the swarm stops; 0 runs until Ctrl-C')
@@ -159,9 +163,31 @@ In --out: report.json, reward-per-node.svg, reward-swarm.svg, held-out.svg (when
 for each node (and the bootstrap) <name>.jsonl (its --json log), <name>.log (stderr) and <name>/ (data dir).`,
     )
     .action(async (_options, cmd: Command) => {
-      const options = cmd.opts<Omit<SwarmSettings, 'swarm'> & { swarm?: string }>();
+      const file = cmd.opts<{ config?: string }>().config;
+      // The file's "nodes" are this launcher's; every other key is a flag's (flags beat them).
+      const { nodes: entries, ...rest } = file === undefined ? {} : readConfigFile(file);
+      const options = resolveSettings<Omit<SwarmSettings, 'swarm' | 'nodes'> & { swarm?: string; nodes?: number }>(
+        cmd,
+        rest,
+      );
+      const defaults = {
+        localGroups: options.localGroups,
+        externalGroups: options.externalGroups,
+        heldOutEvery: options.heldOutEvery,
+      };
+      let specs: NodeSpec[];
+      if (file !== undefined && entries !== undefined) {
+        if (options.nodes !== undefined) {
+          throw new NodeError('BAD_CONFIG', `--nodes and the "nodes" of ${file} both give the nodes: leave one out`);
+        }
+        specs = nodeSpecs(file, entries, defaults);
+      } else if (options.nodes !== undefined) {
+        specs = uniformSpecs(options.nodes, defaults);
+      } else {
+        throw new NodeError('BAD_CONFIG', 'give --nodes N, or --config FILE whose "nodes" list the nodes');
+      }
       const settings: SwarmSettings = {
-        nodes: options.nodes,
+        nodes: specs.length,
         rounds: options.rounds,
         localGroups: options.localGroups,
         externalGroups: options.externalGroups,
@@ -179,12 +205,6 @@ for each node (and the bootstrap) <name>.jsonl (its --json log), <name>.log (std
         );
       }
       await prepareOut(settings.out);
-      const specs: NodeSpec[] = Array.from({ length: settings.nodes }, (_, i) => ({
-        name: `node-${i + 1}`,
-        localGroups: settings.localGroups,
-        externalGroups: settings.externalGroups,
-        heldOutEvery: settings.heldOutEvery,
-      }));
       const code = await runSwarm(settings, specs, `swarm-node ${process.argv.slice(2).join(' ')}`);
       if (code !== 0) {
         throw new SwarmLaunchError(
@@ -295,7 +315,7 @@ class Member {
   state: 'starting' | 'running' | 'stopping' | 'exited' = 'starting';
   exit: Exit | null = null;
   peers: number | null = null;
-  /** The last /status of a bootstrap peer: its verdicts on what it relayed. */
+  /** The last /status of a member that does not train (the bootstrap, a relay): its verdicts on what it relayed. */
   relayed: { rollouts: Record<string, number>; tasks: Record<string, number> } | null = null;
   /** Resolves when the process has exited and its output is read and written. */
   readonly closed: Promise<void>;
@@ -576,12 +596,7 @@ async function runSwarm(settings: SwarmSettings, specs: NodeSpec[], command: str
             String(minPeers),
             '--rounds',
             String(settings.rounds),
-            '--local-groups',
-            String(spec.localGroups),
-            '--external-groups',
-            String(spec.externalGroups),
-            '--held-out-every',
-            String(spec.heldOutEvery),
+            ...startArgs(spec),
             '--json',
           ],
           spec,
@@ -595,8 +610,10 @@ async function runSwarm(settings: SwarmSettings, specs: NodeSpec[], command: str
       );
       if (started !== null) {
         for (const node of nodes) display.event(`${node.name} ${node.started?.peerId} (pid ${node.pid}) started`);
-        // With --rounds each node stops by itself; a signal stops them all.
-        await Promise.race([Promise.all(nodes.map((node) => node.closed)), stopSignalled]);
+        // With --rounds each training node stops by itself; a signal stops them all. The nodes that
+        // train nothing have no rounds: they are stopped with the bootstrap once the others are done.
+        const training = nodes.filter((node) => trains(node.spec as NodeSpec));
+        await Promise.race([Promise.all(training.map((node) => node.closed)), stopSignalled]);
       }
     }
   } catch (error) {
@@ -606,6 +623,7 @@ async function runSwarm(settings: SwarmSettings, specs: NodeSpec[], command: str
 
   // Stop: the nodes (each finishes its step and saves), then the bootstrap, whose verdicts are kept.
   const nodes = members.filter((m) => m.role === 'node');
+  await pollStatus(nodes.filter((node) => !trains(node.spec as NodeSpec)));
   await Promise.all(nodes.map((node) => stop(node, settings.stopTimeout * 1000, hurried)));
   const seed = members.find((m) => m.role === 'bootstrap');
   if (seed !== undefined) {
@@ -715,7 +733,7 @@ async function pollStatus(members: Member[]): Promise<void> {
         };
         // Connections, one or more per peer.
         member.peers = new Set(status.peers.map((p) => p.id)).size;
-        if (member.role === 'bootstrap') {
+        if (member.spec === null || !trains(member.spec)) {
           member.relayed = {
             rollouts: status.rollouts.received.rollouts ?? {},
             tasks: status.rollouts.received.tasks ?? {},
@@ -733,6 +751,7 @@ async function pollStatus(members: Member[]): Promise<void> {
 
 interface NodeView {
   name: string;
+  trains: boolean;
   peerId: string | null;
   pid: number;
   state: string;
@@ -772,7 +791,9 @@ function viewOf(
   const nodes = members.filter((m) => m.role === 'node').map(nodeView);
   const seed = members.find((m) => m.role === 'bootstrap');
   const perRound = swarmMeanReward(members.filter((m) => m.role === 'node').map((m) => rewardSeries(m.rounds)));
-  const done = Math.min(...nodes.filter((n) => n.state !== 'exited' || n.rounds > 0).map((n) => n.rounds));
+  const done = Math.min(
+    ...nodes.filter((n) => n.trains && (n.state !== 'exited' || n.rounds > 0)).map((n) => n.rounds),
+  );
   return {
     swarm: settings.swarm,
     out: settings.out,
@@ -801,6 +822,7 @@ function nodeView(member: Member): NodeView {
   const totals = verdictTotals(member.rounds);
   return {
     name: member.name,
+    trains: trains(member.spec as NodeSpec),
     peerId: member.started?.peerId ?? null,
     pid: member.pid,
     state: stateOf(member),
@@ -811,7 +833,7 @@ function nodeView(member: Member): NodeView {
     heldOut,
     peers: member.peers,
     rolloutsIn: totals.rollouts.accept ?? 0,
-    rolloutsOut: member.rounds.reduce((sum, r) => sum + r.groups.local, 0),
+    rolloutsOut: member.rounds.reduce((sum, r) => sum + r.groups.published, 0),
     rejects: rejectCount(totals.rollouts) + rejectCount(totals.tasks),
     page: member.started?.statusUrl ?? null,
   };
@@ -893,7 +915,7 @@ function table(view: SwarmView): string {
     ...view.nodes.map((n) => [
       n.name,
       shortId(n.peerId),
-      view.roundsWanted === 0 ? String(n.rounds) : `${n.rounds}/${view.roundsWanted}`,
+      !n.trains ? 'relays' : view.roundsWanted === 0 ? String(n.rounds) : `${n.rounds}/${view.roundsWanted}`,
       fixed(n.reward),
       fixed(n.last10),
       fixed(n.heldOut),
@@ -944,12 +966,12 @@ class PlainDisplay implements Display {
 }
 
 function summary(report: SwarmReport, files: string[]): string {
-  const rounds = report.nodes.map((n) => n.rounds);
+  const rounds = report.nodes.filter((n) => n.trains).map((n) => n.rounds);
   const low = rounds.length === 0 ? 0 : Math.min(...rounds);
   const high = rounds.length === 0 ? 0 : Math.max(...rounds);
   const lines = [
     `${report.stoppedBy === 'rounds' ? 'done' : `stopped (${report.stoppedBy})`} after ${duration(report.seconds)}: ` +
-      `${plural(report.nodes.length, 'node')} ran ${low === high ? plural(low, 'round') : `${low}-${high} rounds`}; ` +
+      `${plural(rounds.length, 'training node')} ran ${low === high ? plural(low, 'round') : `${low}-${high} rounds`}; ` +
       (low === 0
         ? ''
         : `swarm mean reward ${fixed(report.swarm.meanReward[low - 1] ?? null)} in the last round all ran, `) +
@@ -968,6 +990,8 @@ function summary(report: SwarmReport, files: string[]): string {
 
 export interface NodeReport {
   name: string;
+  /** Its roles include the solver: it ran rounds (else it only re-checked and relayed). */
+  trains: boolean;
   peerId: string | null;
   pid: number;
   settings: Omit<NodeSpec, 'name'>;
@@ -1046,7 +1070,9 @@ function buildReport(run: {
   const nodes = members.filter((m) => m.role === 'node').map(nodeReport);
   const seed = members.find((m) => m.role === 'bootstrap');
   const allRounds =
-    settings.rounds > 0 && nodes.length === settings.nodes && nodes.every((n) => n.rounds >= settings.rounds);
+    settings.rounds > 0 &&
+    nodes.length === settings.nodes &&
+    nodes.every((n) => !n.trains || n.rounds >= settings.rounds);
   const stoppedBy = run.failure !== null ? 'failure' : (run.stopRequested ?? 'rounds');
   const clean =
     run.failure === null && (run.stopRequested !== null || allRounds) && members.every((m) => stoppedCleanly(m));
@@ -1108,6 +1134,7 @@ function nodeReport(member: Member): NodeReport {
   const { name: _name, ...settings } = spec;
   return {
     name: member.name,
+    trains: trains(spec),
     peerId: member.started?.peerId ?? null,
     pid: member.pid,
     settings,
@@ -1125,13 +1152,13 @@ function nodeReport(member: Member): NodeReport {
       localUsed: byRound((r) => r.groups.localUsed, 0),
       externalUsed: byRound((r) => r.groups.externalUsed, 0),
       totals: {
-        published: rounds.reduce((sum, r) => sum + r.groups.local, 0),
+        published: rounds.reduce((sum, r) => sum + r.groups.published, 0),
         localUsed: rounds.reduce((sum, r) => sum + r.groups.localUsed, 0),
         externalUsed: rounds.reduce((sum, r) => sum + r.groups.externalUsed, 0),
         zeroSignal: rounds.reduce((sum, r) => sum + r.groups.zeroSignal.local + r.groups.zeroSignal.external, 0),
       },
     },
-    verdicts: verdictTotals(rounds),
+    verdicts: member.relayed ?? verdictTotals(rounds),
     bytes: { sent: last?.bytes.sent ?? 0, received: last?.bytes.received ?? 0 },
   };
 }
@@ -1179,11 +1206,12 @@ const mean = (values: readonly number[]) => values.reduce((a, b) => a + b, 0) / 
 /** Writes report.json and the charts; returns their paths, the report first. */
 async function writeReport(out: string, report: SwarmReport): Promise<string[]> {
   const points = (values: readonly (number | null)[]) => values.map((y, x) => ({ x, y: y === null ? Number.NaN : y }));
+  const training = report.nodes.filter((n) => n.trains);
   const config = (() => {
-    const settings = report.nodes.map((n) => `${n.settings.localGroups}/${n.settings.externalGroups}`);
+    const settings = training.map((n) => `${n.settings.localGroups}/${n.settings.externalGroups}`);
     return new Set(settings).size === 1 ? `I/J = ${settings[0]}` : 'mixed I/J';
   })();
-  const perNode: Series[] = report.nodes.map((n) => ({ label: n.name, points: points(n.reward), width: 1.5 }));
+  const perNode: Series[] = training.map((n) => ({ label: n.name, points: points(n.reward), width: 1.5 }));
   const charts: [string, string][] = [
     [
       'reward-per-node.svg',
@@ -1199,8 +1227,8 @@ async function writeReport(out: string, report: SwarmReport): Promise<string[]> 
       'reward-swarm.svg',
       lineChart(
         [
-          ...report.nodes.map((n) => ({ label: '_node', points: points(n.reward), width: 1, opacity: 0.25 })),
-          { label: `swarm mean (${report.nodes.length} nodes)`, points: points(report.swarm.meanReward), width: 3 },
+          ...training.map((n) => ({ label: '_node', points: points(n.reward), width: 1, opacity: 0.25 })),
+          { label: `swarm mean (${training.length} nodes)`, points: points(report.swarm.meanReward), width: 3 },
         ],
         {
           title: `Swarm mean reward per round (swarm ${report.swarmId}, ${config})`,
