@@ -156,13 +156,21 @@ function sideBySide(length: number, block: number, part: (from: number, size: nu
 const blockRows = (width: number, maxValues: number) => Math.max(64, Math.floor(maxValues / width));
 
 /**
+ * Rows (axis 0) or columns (axis 1) from..from + size of w, as a new tensor. A gather and not a
+ * slice: wasm's Slice kernel first reads all of its input out of the heap into JavaScript, which
+ * for the vocabulary head (Qwen2.5: 544 MB) cost more than every product of a step.
+ */
+const blockOf = (w: tf.Tensor2D, axis: 0 | 1, from: number, size: number): tf.Tensor2D =>
+  tf.gather(w, tf.range(from, from + size, 1, 'int32'), axis);
+
+/**
  * dy·wᵀ for w [in, out], through blocks of w's rows, each transposed and freed in turn, so that
  * every product has untransposed operands and no transposed copy of all of w is ever held (the
  * head's would be as large as the head).
  */
 const explicitTranspose: TimesTransposed = (dy, w) =>
   sideBySide(w.shape[0], blockRows(w.shape[1], BLOCK_VALUES), (from, size) =>
-    tf.matMul(dy, tf.transpose(from === 0 && size === w.shape[0] ? w : tf.slice(w, [from, 0], [size, -1]))),
+    tf.matMul(dy, tf.transpose(size === w.shape[0] ? w : blockOf(w, 0, from, size))),
   );
 
 /** How a product multiplies by a frozen matrix: x·w. */
@@ -178,9 +186,9 @@ const keptOperand: TimesFrozen = (x, w) => tf.matMul(x, w);
  */
 export function transientOperand(x: tf.Tensor2D, w: tf.Tensor2D, maxValues = BLOCK_VALUES): tf.Tensor2D {
   const [inputs, out] = w.shape;
-  // A clone is a copy on wasm (its Identity kernel copies); a slice is one everywhere.
+  // A clone is a copy on wasm (its Identity kernel copies); a gathered block is one everywhere.
   return sideBySide(out, blockRows(inputs, maxValues), (from, size) =>
-    tf.matMul(x, size === out ? tf.clone(w) : tf.slice(w, [0, from], [-1, size])),
+    tf.matMul(x, size === out ? tf.clone(w) : blockOf(w, 1, from, size)),
   );
 }
 
