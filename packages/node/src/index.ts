@@ -6,6 +6,7 @@
 import './polyfill.js';
 
 export { createProgram, EXIT_RUNTIME, EXIT_USAGE, main } from './cli.js';
+export type { NodeReport, NodeSpec, SwarmReport } from './commands/swarm.js';
 export { DEFAULT_BOOTSTRAP, DEFAULT_DATA_DIR } from './config.js';
 export { NodeError, type NodeErrorCode } from './errors.js';
 export { GossipTransport, type GossipTransportOptions } from './gossip-transport.js';
