@@ -52,7 +52,7 @@ import { NodeError } from '../errors.js';
 import { type EventFeed, ROUND_HISTORY, type ServerEvent, startStatusServer } from '../status-server.js';
 import { lineChart, type Series } from '../svg-chart.js';
 import { swarmIdProblem } from '../wire/index.js';
-import { type NodeSpec, nodeSpecs, startArgs, trains, uniformSpecs } from './swarm-config.js';
+import { NODE_SETTINGS, type NodeSpec, nodeSpecs, startArgs, trains, uniformSpecs } from './swarm-config.js';
 
 export type { NodeSpec } from './swarm-config.js';
 
@@ -158,6 +158,16 @@ later, stops them without saving. No child outlives the launcher, even one kille
 
 While it runs, http://${LOOPBACK}:<--page-port>/ shows the whole swarm live in a browser (the launcher
 prints the address); each node's name there opens that node's own page.
+
+With --config FILE, a JSON file: these flags in camelCase (a flag given here beats the file), and
+"nodes", a list of nodes each unlike the others, for example
+  { "rounds": 30, "nodes": [
+      { "name": "sharer", "count": 3, "localGroups": 4, "externalGroups": 4 },
+      { "name": "free-rider", "localGroups": 4, "externalGroups": 4, "share": false },
+      { "name": "judge", "roles": ["evaluator"] },
+      { "name": "lora", "model": "models/tiny-qwen2", "backend": "wasm", "groupSize": 4 } ] }
+A node's keys: name, count, and these \`swarm-node start\` settings: ${NODE_SETTINGS.join(', ')}.
+A node without the solver role trains nothing: it re-checks and relays until the others are done.
 
 In --out: report.json, reward-per-node.svg, reward-swarm.svg, held-out.svg (when measured), and
 for each node (and the bootstrap) <name>.jsonl (its --json log), <name>.log (stderr) and <name>/ (data dir).`,
