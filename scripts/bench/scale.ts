@@ -22,7 +22,7 @@
  * A series stops at the first N that fails, or before a step that would overrun its share of
  * --minutes (training nodes the first half, network-only nodes the rest).
  *
- *   npm run bench:scale                                                (about 15 minutes)
+ *   npm run bench:scale                                                (under 12 minutes)
  *   npm run bench:scale -- --training 2,4 --network 8 --window 30 --minutes 5
  */
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -40,7 +40,7 @@ const { values } = parseArgs({
     network: { type: 'string', default: '8,16,32,48,62' },
     traffic: { type: 'string', default: '2' },
     window: { type: 'string', default: '60' },
-    minutes: { type: 'string', default: '15' },
+    minutes: { type: 'string', default: '12' },
     'max-stall-ms': { type: 'string', default: '1000' },
     'min-rpm': { type: 'string', default: '1' },
     'memory-fraction': { type: 'string', default: '0.5' },
@@ -233,12 +233,16 @@ console.log(
 );
 console.log('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|');
 const notRun: string[] = [];
+/** Per series, what the machine holds: the largest N that passed, and the first that failed. */
+const holds: string[] = [];
 const series: [Kind, string, number][] = [
   ['training', values.training, started + BUDGET_MS / 2],
   ['network', values.network, started + BUDGET_MS],
 ];
 for (const [kind, list, until] of series) {
   let lastMs = 0;
+  let passed: Row | null = null;
+  let failed: Row | null = null;
   for (const n of list.split(',').map(Number)) {
     if (interrupted) break;
     if (Date.now() + lastMs > until) {
@@ -250,9 +254,18 @@ for (const [kind, list, until] of series) {
     if (row === null) break;
     lastMs = Date.now() - begun;
     console.log(line(row));
-    if (row.failures.length > 0) break;
+    if (row.failures.length > 0) {
+      failed = row;
+      break;
+    }
+    passed = row;
   }
+  const held = passed === null ? 'none' : `N = ${passed.n}`;
+  const next = failed === null ? 'none of those run failed' : `N = ${failed.n} failed: ${failed.failures.join('; ')}`;
+  holds.push(`${kind}: ${held} (${next})`);
 }
+// An interrupted series never reached its limit: no verdict.
+if (!interrupted) console.log(`\nholds: ${holds.join('; ')}`);
 if (notRun.length > 0) console.log(`\nnot run, past the --minutes budget: ${notRun.join(', ')}`);
 console.log(
   `\n${interrupted ? 'interrupted after ' : ''}${fixed((Date.now() - started) / 60_000, 1)} minutes; ${loads()}`,
