@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { writeTinyModel } from '../../sapo/test/fixtures/tiny-models.js';
 import type { SwarmReport } from '../src/commands/swarm.js';
 import { BIN, eventually } from './helpers/processes.js';
 
@@ -292,9 +293,10 @@ describe('swarm-node swarm', () => {
     expect(existsSync(fresh)).toBe(false);
   }, 300_000); // ten CLI starts on a busy machine
 
-  it('runs the nodes of a --config file, each with its own settings: a free rider, a relay, and sharing nodes', async () => {
+  it('runs the nodes of a --config file, each with its own settings: a free rider, a relay, a folder model and an embedded one', async () => {
     const out = await outDir('config');
     const file = join(await outDir(''), 'swarm.json');
+    const model = (await writeTinyModel(await outDir('tiny-qwen2'), { architecture: 'qwen2', dtype: 'BF16' })).dir;
     const node = { localGroups: 2, externalGroups: 2, groupSize: 4, maxNewTokens: 16 };
     await writeFile(
       file,
@@ -302,7 +304,8 @@ describe('swarm-node swarm', () => {
         rounds: 3,
         heldOutEvery: 0,
         nodes: [
-          { name: 'sharer', count: 2, ...node },
+          { name: 'sharer', ...node },
+          { name: 'lora', model, backend: 'wasm', ...node },
           { name: 'rider', share: false, ...node },
           { name: 'judge', roles: ['evaluator'] },
         ],
@@ -314,15 +317,20 @@ describe('swarm-node swarm', () => {
     const report = await readReport(out);
     expect(report).toMatchObject({ clean: true, stoppedBy: 'rounds', settings: { nodes: 4, rounds: 4 } });
     const byName = Object.fromEntries(report.nodes.map((n) => [n.name, n]));
-    expect(Object.keys(byName)).toEqual(['sharer-1', 'sharer-2', 'rider', 'judge']);
-    for (const name of ['sharer-1', 'sharer-2', 'rider']) {
+    expect(Object.keys(byName)).toEqual(['sharer', 'lora', 'rider', 'judge']);
+    for (const name of ['sharer', 'lora', 'rider']) {
       expect(byName[name]).toMatchObject({ trains: true, rounds: 4, stoppedCleanly: true, settings: node });
     }
     expect(byName.rider?.settings.share).toBe(false);
-    // The free rider published nothing, yet learned from the sharers' groups; they published theirs.
+    // The folder model reached its node: it started on the Hugging Face folder, with LoRA, on wasm.
+    expect(byName.lora?.settings).toMatchObject({ model, backend: 'wasm' });
+    const loraStarted = (await jsonl(byName.lora?.jsonl as string)).find((l) => l.event === 'started');
+    expect(loraStarted).toMatchObject({ model: { source: model, config: { kind: 'lora', architecture: 'qwen2' } } });
+    expect(await readFile(byName.lora?.log as string, 'utf8')).toMatch(/ start .* --backend wasm .*--model /);
+    // The free rider published nothing, yet learned from the others' groups; they published theirs.
     expect(byName.rider?.groups.totals.published).toBe(0);
     expect(byName.rider?.groups.totals.externalUsed).toBeGreaterThan(0);
-    for (const name of ['sharer-1', 'sharer-2']) expect(byName[name]?.groups.totals.published).toBeGreaterThan(0);
+    for (const name of ['sharer', 'lora']) expect(byName[name]?.groups.totals.published).toBeGreaterThan(0);
     // The evaluator-only node ran no rounds, kept the launcher waiting for none, and re-checked what it relayed.
     expect(byName.judge).toMatchObject({
       trains: false,
