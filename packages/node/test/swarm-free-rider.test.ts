@@ -68,16 +68,17 @@ describe('a node started with --no-share', () => {
       'the rider to train on both sharers’ rollouts',
       240_000,
     );
-    // ...while the sharers, which hear each other, have heard nothing from it after rounds of its own.
+    // ...while the sharers, which hear each other and have published rollouts of their own (a loaded
+    // machine can deliver a peer's before a node's own first round ends), have heard nothing from it.
     const [afterA, afterB] = await Promise.all(
       urls.slice(0, 2).map((url, i) =>
         eventually(
           async () => {
             const now = await status(url);
             const other = i === 0 ? b : a;
-            return (now.rollouts.acceptedByProducer[other.peerId] ?? 0) > 0 ? now : undefined;
+            return (now.rollouts.acceptedByProducer[other.peerId] ?? 0) > 0 && now.rollouts.sent > 0 ? now : undefined;
           },
-          `${url} to accept its fellow sharer's rollouts`,
+          `${url} to publish and to accept its fellow sharer's rollouts`,
           240_000,
         ),
       ),
@@ -85,7 +86,6 @@ describe('a node started with --no-share', () => {
     expect(fed.rollouts.sent).toBe(0);
     for (const sharer of [afterA, afterB] as Status[]) {
       expect(sharer.rollouts.acceptedByProducer[rider.peerId]).toBeUndefined();
-      expect(sharer.rollouts.sent).toBeGreaterThan(0);
     }
     // Its round records say so too: every one published nothing.
     const rounds = nodes[2]?.lines.filter((l) => l.event === 'round') as unknown as {
