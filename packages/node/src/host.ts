@@ -1,12 +1,18 @@
 /**
  * The libp2p host: TCP + noise + yamux, identify, ping, gossipsub (signed messages, peer scoring),
  * a private kad-dht per swarm, bootstrap peers, mDNS, an optional pre-shared key, and a keeper that
- * holds at least `minPeers` connections. It knows nothing of tasks or rollouts: the gossip
+ * holds at least `minPeers` connections. For nodes behind NAT: seeds run a circuit-relay-v2 server
+ * and AutoNAT v2; peers run the relay transport (a reservation on a seed, a `/p2p-circuit` address),
+ * AutoNAT v2, DCUtR (a relayed connection upgraded to a direct one where the NATs allow) and, opt-in,
+ * UPnP. It knows nothing of tasks or rollouts: the gossip
  * transport (gossip-transport.ts) puts the roles' messages on it.
  */
 import './polyfill.js';
 import { randomBytes } from 'node:crypto';
+import { autoNATv2 } from '@libp2p/autonat-v2';
 import { bootstrap } from '@libp2p/bootstrap';
+import { type CircuitRelayService, circuitRelayServer, circuitRelayTransport } from '@libp2p/circuit-relay-v2';
+import { dcutr } from '@libp2p/dcutr';
 import { type GossipSub, gossipsub } from '@libp2p/gossipsub';
 import type { RPC } from '@libp2p/gossipsub/message';
 import {
@@ -18,6 +24,7 @@ import {
 import { identify } from '@libp2p/identify';
 import type { PeerId, PrivateKey } from '@libp2p/interface';
 import { type KadDHT, kadDHT, passthroughMapper } from '@libp2p/kad-dht';
+import { logger } from '@libp2p/logger';
 import { mdns } from '@libp2p/mdns';
 import { noise } from '@libp2p/noise';
 import { peerIdFromString } from '@libp2p/peer-id';
@@ -25,6 +32,7 @@ import { type Ping, ping } from '@libp2p/ping';
 import { preSharedKey } from '@libp2p/pnet';
 import { prometheusMetrics } from '@libp2p/prometheus-metrics';
 import { tcp } from '@libp2p/tcp';
+import { uPnPNAT } from '@libp2p/upnp-nat';
 import { yamux } from '@libp2p/yamux';
 import { type Multiaddr, multiaddr } from '@multiformats/multiaddr';
 import { createLibp2p, type Libp2p } from 'libp2p';
@@ -68,9 +76,58 @@ export interface HostOptions {
   ipColocationWhitelist?: string[];
   /** How often the keeper checks its peer count, ms. Default 5000. */
   keeperIntervalMs?: number;
+  /** A bootstrap node's circuit-relay-v2 limits. Default RELAY_LIMITS. */
+  relay?: Partial<RelayLimits>;
+  /** Ask the router for a port mapping (UPnP / NAT-PMP). Default false: it opens a port on the operator's router. */
+  upnp?: boolean;
 }
 
-export type Services = { pubsub: GossipSub; dht: KadDHT; ping: Ping; identify: unknown };
+/** What a seed's circuit-relay-v2 server grants each node behind NAT. */
+export interface RelayLimits {
+  /** Nodes that may hold a reservation (a `/p2p-circuit` address) at once. */
+  maxReservations: number;
+  /** How long one relayed connection may stay open, ms; then it is closed and the keeper dials again. */
+  durationMs: number;
+  /** Bytes one relayed connection may carry, both directions together; then likewise. */
+  dataBytes: number;
+}
+
+/**
+ * libp2p's defaults (2 min and 128 KiB a relayed connection) carry a few rounds of gossip at best.
+ * A node publishes about 2.6 KiB of rollouts a round with the embedded model and receives its mesh
+ * peers' (docs/BENCHMARKS.md: 20–70 KiB of wire a round in 8–16-node swarms); 64 MiB for an hour
+ * carries a thousand such rounds, or 128 of the largest legal rollout messages (512 KiB). The cost to
+ * the relay: every relayed byte crosses it twice (in and out), so one relayed connection is at most
+ * 128 MiB of the seed's traffic in its hour; R reserved nodes each reached by k peers cost at most
+ * R·k·128 MiB an hour (R ≤ maxReservations; k is about --min-peers).
+ */
+export const RELAY_LIMITS: RelayLimits = { maxReservations: 128, durationMs: 60 * 60_000, dataBytes: 64 * 2 ** 20 };
+
+export type Services = {
+  pubsub: GossipSub;
+  dht: KadDHT;
+  ping: Ping;
+  identify: unknown;
+  autoNAT: unknown;
+  relay?: CircuitRelayService;
+  dcutr?: unknown;
+  upnp?: unknown;
+};
+
+const log = logger('swarm-node:host');
+
+function relayLimits(relay: Partial<RelayLimits> = {}): RelayLimits {
+  const limits = { ...RELAY_LIMITS, ...relay };
+  for (const [key, value] of Object.entries(limits)) {
+    if (!Number.isSafeInteger(value) || value < 1) {
+      throw new NodeError(
+        'BAD_CONFIG',
+        `relay limit ${key} must be a positive whole number (got ${value}); leave it out for the default ${RELAY_LIMITS[key as keyof RelayLimits]}`,
+      );
+    }
+  }
+  return limits;
+}
 
 /** Gossipsub's router has these; its published interface does not list them. */
 export interface RouterView {
@@ -211,12 +268,16 @@ export async function createHost(options: HostOptions): Promise<Host> {
 
   const topicScore = createTopicScoreParams(TOPIC_SCORE);
   const connections = connectionSettings(role);
+  const relay = relayLimits(options.relay);
+  // A peer with seeds reserves a slot on one (the relay transport does it for a /p2p-circuit listen
+  // address), so that peers can reach it through the seed when its own addresses are behind NAT.
+  const relayListen = role === 'peer' && bootstrapList.length > 0 ? ['/p2p-circuit'] : [];
   let libp2p: Libp2p<Services>;
   try {
-    libp2p = await createLibp2p({
+    libp2p = await createLibp2p<Services>({
       privateKey: options.privateKey,
-      addresses: { listen, announce: options.announce ?? [] },
-      transports: [tcp()],
+      addresses: { listen: [...listen, ...relayListen], announce: options.announce ?? [] },
+      transports: [tcp(), ...(role === 'peer' ? [circuitRelayTransport()] : [])],
       connectionEncrypters: [noise()],
       streamMuxers: [yamux()],
       ...(options.psk === undefined ? {} : { connectionProtector: preSharedKey({ psk: options.psk }) }),
@@ -233,6 +294,20 @@ export async function createHost(options: HostOptions): Promise<Host> {
       services: {
         identify: identify(),
         ping: ping(connections.ping),
+        // Seeds answer dial-back requests; peers learn from them which of their addresses are reachable.
+        autoNAT: autoNATv2(),
+        ...(role === 'bootstrap'
+          ? {
+              relay: circuitRelayServer({
+                reservations: {
+                  maxReservations: relay.maxReservations,
+                  defaultDurationLimit: relay.durationMs,
+                  defaultDataLimit: BigInt(relay.dataBytes),
+                },
+              }),
+            }
+          : { dcutr: dcutr() }),
+        ...(options.upnp === true ? { upnp: uPnPNAT() } : {}),
         dht: kadDHT({
           protocol: dhtProtocol(options.swarmId),
           // Server mode, and private addresses kept: local and LAN swarms are first-class.
@@ -244,6 +319,8 @@ export async function createHost(options: HostOptions): Promise<Host> {
           fastMsgIdFn: fastMessageId,
           allowPublishToZeroTopicPeers: true,
           emitSelf: false,
+          // Relayed connections are limited ones; without this, nodes behind NAT get no gossip.
+          runOnLimitedConnection: true,
           doPX: role === 'bootstrap',
           scoreParams: createPeerScoreParams({
             topics: Object.fromEntries((options.scoredTopics ?? []).map((topic) => [topic, topicScore])),
@@ -269,6 +346,12 @@ export async function createHost(options: HostOptions): Promise<Host> {
     await Promise.resolve(libp2p.stop()).catch(() => {});
     throw hostError(error, listen);
   }
+  if (role === 'bootstrap') {
+    libp2p.services.relay?.addEventListener('relay:reservation', (event) =>
+      log('relay reservation for %s until %s', event.detail.addr, event.detail.expiry.toISOString()),
+    );
+  }
+  libp2p.addEventListener('self:peer:update', () => log('addresses now %s', libp2p.getMultiaddrs().join(' ')));
   const keeper = startKeeper(libp2p, bootstrapList, options.minPeers ?? 4, options.keeperIntervalMs ?? 5000);
   return {
     libp2p,
