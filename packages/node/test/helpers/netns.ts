@@ -143,14 +143,17 @@ export function buildNatNetwork(natted: number, segment = '11.99.0'): NatNetwork
   return network;
 }
 
-/** A node's /status, fetched from inside its namespace (it serves on that namespace's loopback). */
-export function statusIn(network: NatNetwork, namespace: string, url: string): Record<string, unknown> {
-  const text = network.exec(
+/** The body of a GET from inside a namespace (a node serves /status and /metrics on that namespace's loopback). */
+export function fetchIn(network: NatNetwork, namespace: string, url: string): string {
+  return network.exec(
     namespace,
     process.execPath,
     '-e',
-    'fetch(process.argv[1] + "/status").then((r) => r.text()).then((t) => process.stdout.write(t))',
+    'fetch(process.argv[1]).then((r) => r.text()).then((t) => process.stdout.write(t))',
     url,
   );
-  return JSON.parse(text) as Record<string, unknown>;
 }
+
+/** A node's /status, fetched from inside its namespace. */
+export const statusIn = (network: NatNetwork, namespace: string, url: string): Record<string, unknown> =>
+  JSON.parse(fetchIn(network, namespace, `${url}/status`)) as Record<string, unknown>;
