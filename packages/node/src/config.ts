@@ -84,6 +84,7 @@ export function addNetworkOptions(command: Command, defaults: { dataDir: string;
         .argParser(list),
     )
     .addOption(setting('--no-mdns', 'do not look for peers on the local network'))
+    .addOption(setting('--upnp', 'ask the router to forward a port (UPnP / NAT-PMP), so peers can dial in directly'))
     .addOption(setting('--psk <file>', 'pre-shared key file: only peers with the same key can connect'))
     .addOption(
       setting('--min-peers <n>', 'keep dialling until this many peers are connected')

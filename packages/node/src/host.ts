@@ -1,12 +1,18 @@
 /**
  * The libp2p host: TCP + noise + yamux, identify, ping, gossipsub (signed messages, peer scoring),
  * a private kad-dht per swarm, bootstrap peers, mDNS, an optional pre-shared key, and a keeper that
- * holds at least `minPeers` connections. It knows nothing of tasks or rollouts: the gossip
+ * holds at least `minPeers` connections. For nodes behind NAT: seeds run a circuit-relay-v2 server
+ * and AutoNAT v2; peers run the relay transport (a reservation on a seed, a `/p2p-circuit` address),
+ * AutoNAT v2, DCUtR (a relayed connection upgraded to a direct one where the NATs allow) and, opt-in,
+ * UPnP. It knows nothing of tasks or rollouts: the gossip
  * transport (gossip-transport.ts) puts the roles' messages on it.
  */
 import './polyfill.js';
 import { randomBytes } from 'node:crypto';
+import { autoNATv2 } from '@libp2p/autonat-v2';
 import { bootstrap } from '@libp2p/bootstrap';
+import { type CircuitRelayService, circuitRelayServer, circuitRelayTransport } from '@libp2p/circuit-relay-v2';
+import { dcutr } from '@libp2p/dcutr';
 import { type GossipSub, gossipsub } from '@libp2p/gossipsub';
 import type { RPC } from '@libp2p/gossipsub/message';
 import {
@@ -18,6 +24,7 @@ import {
 import { identify } from '@libp2p/identify';
 import type { PeerId, PrivateKey } from '@libp2p/interface';
 import { type KadDHT, kadDHT, passthroughMapper } from '@libp2p/kad-dht';
+import { logger } from '@libp2p/logger';
 import { mdns } from '@libp2p/mdns';
 import { noise } from '@libp2p/noise';
 import { peerIdFromString } from '@libp2p/peer-id';
@@ -25,6 +32,8 @@ import { type Ping, ping } from '@libp2p/ping';
 import { preSharedKey } from '@libp2p/pnet';
 import { prometheusMetrics } from '@libp2p/prometheus-metrics';
 import { tcp } from '@libp2p/tcp';
+import { uPnPNAT } from '@libp2p/upnp-nat';
+import { isPrivate } from '@libp2p/utils';
 import { yamux } from '@libp2p/yamux';
 import { type Multiaddr, multiaddr } from '@multiformats/multiaddr';
 import { createLibp2p, type Libp2p } from 'libp2p';
@@ -68,9 +77,58 @@ export interface HostOptions {
   ipColocationWhitelist?: string[];
   /** How often the keeper checks its peer count, ms. Default 5000. */
   keeperIntervalMs?: number;
+  /** A bootstrap node's circuit-relay-v2 limits. Default RELAY_LIMITS. */
+  relay?: Partial<RelayLimits>;
+  /** Ask the router for a port mapping (UPnP / NAT-PMP). Default false: it opens a port on the operator's router. */
+  upnp?: boolean;
 }
 
-export type Services = { pubsub: GossipSub; dht: KadDHT; ping: Ping; identify: unknown };
+/** What a seed's circuit-relay-v2 server grants each node behind NAT. */
+export interface RelayLimits {
+  /** Nodes that may hold a reservation (a `/p2p-circuit` address) at once. */
+  maxReservations: number;
+  /** How long one relayed connection may stay open, ms; then it is closed and the keeper dials again. */
+  durationMs: number;
+  /** Bytes one relayed connection may carry, both directions together; then likewise. */
+  dataBytes: number;
+}
+
+/**
+ * libp2p's defaults (2 min and 128 KiB a relayed connection) carry a few rounds of gossip at best.
+ * A node publishes about 2.6 KiB of rollouts a round with the embedded model and receives its mesh
+ * peers' (docs/BENCHMARKS.md: 20–70 KiB of wire a round in 8–16-node swarms); 64 MiB for an hour
+ * carries a thousand such rounds, or 128 of the largest legal rollout messages (512 KiB). The cost to
+ * the relay: every relayed byte crosses it twice (in and out), so one relayed connection is at most
+ * 128 MiB of the seed's traffic in its hour; R reserved nodes each reached by k peers cost at most
+ * R·k·128 MiB an hour (R ≤ maxReservations; k is about --min-peers).
+ */
+export const RELAY_LIMITS: RelayLimits = { maxReservations: 128, durationMs: 60 * 60_000, dataBytes: 64 * 2 ** 20 };
+
+export type Services = {
+  pubsub: GossipSub;
+  dht: KadDHT;
+  ping: Ping;
+  identify: unknown;
+  autoNAT: unknown;
+  relay?: CircuitRelayService;
+  dcutr?: unknown;
+  upnp?: unknown;
+};
+
+const log = logger('swarm-node:host');
+
+function relayLimits(relay: Partial<RelayLimits> = {}): RelayLimits {
+  const limits = { ...RELAY_LIMITS, ...relay };
+  for (const [key, value] of Object.entries(limits)) {
+    if (!Number.isSafeInteger(value) || value < 1) {
+      throw new NodeError(
+        'BAD_CONFIG',
+        `relay limit ${key} must be a positive whole number (got ${value}); leave it out for the default ${RELAY_LIMITS[key as keyof RelayLimits]}`,
+      );
+    }
+  }
+  return limits;
+}
 
 /** Gossipsub's router has these; its published interface does not list them. */
 export interface RouterView {
@@ -191,6 +249,12 @@ export function parseMultiaddr(text: string, what: string, needPeerId = false): 
   return address;
 }
 
+/** The peer id a bootstrap address names (parseMultiaddr has checked that it names one). */
+const seedPeerId = (address: string) =>
+  multiaddr(address)
+    .getComponents()
+    .find((c) => c.name === 'p2p')?.value as string;
+
 export async function createHost(options: HostOptions): Promise<Host> {
   const role = options.role ?? 'peer';
   const listen = options.listen ?? ['/ip4/0.0.0.0/tcp/0'];
@@ -198,25 +262,27 @@ export async function createHost(options: HostOptions): Promise<Host> {
   for (const address of options.announce ?? []) parseMultiaddr(address, 'announce address');
   const bootstrapList = options.bootstrap ?? [];
   for (const address of bootstrapList) parseMultiaddr(address, 'bootstrap address', true);
-  const bootstrapIds = new Set(
-    bootstrapList.map(
-      (a) =>
-        multiaddr(a)
-          .getComponents()
-          .find((c) => c.name === 'p2p')?.value,
-    ),
-  );
+  const bootstrapIds = new Set(bootstrapList.map(seedPeerId));
   const registry = new Registry();
   const appScore = options.appSpecificScore ?? (() => 0);
 
   const topicScore = createTopicScoreParams(TOPIC_SCORE);
   const connections = connectionSettings(role);
+  const relay = relayLimits(options.relay);
+  // A peer with seeds reserves a slot on one (the relay transport does it for a /p2p-circuit listen
+  // address), so that peers can reach it through the seed when its own addresses are behind NAT.
+  const relayListen = role === 'peer' && bootstrapList.length > 0 ? ['/p2p-circuit'] : [];
+  // A peer whose seeds are on the internet is likely behind NAT: it starts as a DHT client (others'
+  // queries could not reach it) and kad-dht turns it into a server once it has a public address that
+  // AutoNAT v2 confirmed (self:peer:update). Seeds, and local and LAN swarms (private or loopback
+  // seeds, or none), serve from the start: their private addresses are the reachable ones.
+  const dhtClientUntilPublic = role === 'peer' && bootstrapList.some((a) => !isPrivate(multiaddr(a)));
   let libp2p: Libp2p<Services>;
   try {
-    libp2p = await createLibp2p({
+    libp2p = await createLibp2p<Services>({
       privateKey: options.privateKey,
-      addresses: { listen, announce: options.announce ?? [] },
-      transports: [tcp()],
+      addresses: { listen: [...listen, ...relayListen], announce: options.announce ?? [] },
+      transports: [tcp(), ...(role === 'peer' ? [circuitRelayTransport()] : [])],
       connectionEncrypters: [noise()],
       streamMuxers: [yamux()],
       ...(options.psk === undefined ? {} : { connectionProtector: preSharedKey({ psk: options.psk }) }),
@@ -233,10 +299,27 @@ export async function createHost(options: HostOptions): Promise<Host> {
       services: {
         identify: identify(),
         ping: ping(connections.ping),
+        // Seeds answer dial-back requests; peers learn from them which of their addresses are reachable.
+        autoNAT: autoNATv2(),
+        ...(role === 'bootstrap'
+          ? {
+              relay: circuitRelayServer({
+                reservations: {
+                  maxReservations: relay.maxReservations,
+                  // ms here, and the server closes relayed connections on time; it sends the same number
+                  // to the nodes, whose relay transport reads it as seconds (the spec's unit), so their
+                  // own view of the limit is 1000 times too long. Harmless: the server is the one enforcing it.
+                  defaultDurationLimit: relay.durationMs,
+                  defaultDataLimit: BigInt(relay.dataBytes),
+                },
+              }),
+            }
+          : { dcutr: dcutr() }),
+        ...(options.upnp === true ? { upnp: uPnPNAT() } : {}),
         dht: kadDHT({
           protocol: dhtProtocol(options.swarmId),
-          // Server mode, and private addresses kept: local and LAN swarms are first-class.
-          clientMode: false,
+          // Private addresses kept: local and LAN swarms are first-class.
+          ...(dhtClientUntilPublic ? {} : { clientMode: false }),
           peerInfoMapper: passthroughMapper,
         }),
         pubsub: gossipsub({
@@ -244,6 +327,8 @@ export async function createHost(options: HostOptions): Promise<Host> {
           fastMsgIdFn: fastMessageId,
           allowPublishToZeroTopicPeers: true,
           emitSelf: false,
+          // Relayed connections are limited ones; without this, nodes behind NAT get no gossip.
+          runOnLimitedConnection: true,
           doPX: role === 'bootstrap',
           scoreParams: createPeerScoreParams({
             topics: Object.fromEntries((options.scoredTopics ?? []).map((topic) => [topic, topicScore])),
@@ -269,6 +354,20 @@ export async function createHost(options: HostOptions): Promise<Host> {
     await Promise.resolve(libp2p.stop()).catch(() => {});
     throw hostError(error, listen);
   }
+  if (role === 'bootstrap') {
+    libp2p.services.relay?.addEventListener('relay:reservation', (event) =>
+      log('relay reservation for %s until %s', event.detail.addr, event.detail.expiry.toISOString()),
+    );
+  }
+  libp2p.addEventListener('self:peer:update', () => log('addresses now %s', libp2p.getMultiaddrs().join(' ')));
+  libp2p.addEventListener('connection:open', ({ detail: connection }) =>
+    log(
+      'connection %s %s%s',
+      connection.direction,
+      connection.remoteAddr,
+      connection.limits === undefined ? '' : ' (limited: relayed)',
+    ),
+  );
   const keeper = startKeeper(libp2p, bootstrapList, options.minPeers ?? 4, options.keeperIntervalMs ?? 5000);
   return {
     libp2p,
@@ -299,37 +398,83 @@ function hostError(error: unknown, listen: string[]): Error {
   return error as Error;
 }
 
+/** Redial waits per key: 1 s doubling to 5 min after each failure, and no second dial while one is in flight. */
+class Backoff {
+  readonly #state = new Map<string, { next: number; delay: number }>();
+
+  ready(key: string, now = Date.now()): boolean {
+    return (this.#state.get(key)?.next ?? 0) <= now;
+  }
+
+  attempt(key: string, dial: () => Promise<unknown>): void {
+    if (!this.ready(key)) return;
+    const delay = this.#state.get(key)?.delay ?? 1000;
+    this.#state.set(key, { next: Number.POSITIVE_INFINITY, delay });
+    dial().then(
+      () => this.#state.delete(key),
+      () => this.#state.set(key, { next: Date.now() + delay, delay: Math.min(delay * 2, 300_000) }),
+    );
+  }
+}
+
+/** Authors of gossip remembered as peers to dial: a DHT client is in nobody's routing table, so gossip is how others learn of it. */
+const MAX_AUTHORS = 256;
+
 /**
  * Keeps at least `minPeers` connections: libp2p dials discovered peers only once and bootstrap
- * peers once at start. Each tick below the minimum it redials seeds whose backoff has passed
- * (1 s doubling to 5 min), dials a few known peers from the peer store, and walks the DHT towards a
- * random key to learn new ones.
+ * peers once at start. Each tick below the minimum it redials seeds whose backoff has passed, dials
+ * a few other peers it knows (from the peer store, or as authors of gossip it received), and walks
+ * the DHT towards a random key to learn new ones. A peer that cannot be dialled directly (behind
+ * NAT) is dialled through each connected seed's relay, where it may hold a reservation.
  */
 function startKeeper(libp2p: Libp2p<Services>, seeds: string[], minPeers: number, intervalMs: number) {
-  const backoff = new Map<string, { next: number; delay: number }>();
+  const backoff = new Backoff();
+  const seedAddresses = new Map(seeds.map((seed) => [seedPeerId(seed), seed]));
+  const self = libp2p.peerId.toString();
+  const authors = new Set<string>();
+  libp2p.services.pubsub.addEventListener('message', ({ detail: message }) => {
+    if (message.type !== 'signed') return;
+    const author = message.from.toString();
+    authors.delete(author);
+    authors.add(author);
+    if (authors.size > MAX_AUTHORS) authors.delete(authors.values().next().value as string);
+  });
+  const reach = async (id: string) => {
+    try {
+      return await libp2p.dial(peerIdFromString(id));
+    } catch (direct) {
+      const connected = new Set(libp2p.getPeers().map((p) => p.toString()));
+      for (const [seedId, seed] of seedAddresses) {
+        if (!connected.has(seedId)) continue;
+        try {
+          const connection = await libp2p.dial(multiaddr(`${seed}/p2p-circuit/p2p/${id}`));
+          log('reached %s through the relay of seed %s (direct: %s)', id, seedId, (direct as Error).message);
+          return connection;
+        } catch (error) {
+          log('cannot reach %s through the relay of seed %s: %s', id, seedId, (error as Error).message);
+        }
+      }
+      throw direct;
+    }
+  };
   let walking = false;
   const tick = async () => {
     if (minPeers <= 0 || libp2p.status !== 'started') return;
     const connected = new Set(libp2p.getPeers().map((p) => p.toString()));
     if (connected.size >= minPeers) return;
-    const now = Date.now();
-    for (const seed of seeds) {
-      const address = multiaddr(seed);
-      const id = address.getComponents().find((c) => c.name === 'p2p')?.value;
-      if (id === undefined || connected.has(id)) continue;
-      const state = backoff.get(seed) ?? { next: 0, delay: 1000 };
-      if (state.next > now) continue;
-      libp2p.dial(address).then(
-        () => backoff.delete(seed),
-        () => backoff.set(seed, { next: Date.now() + state.delay, delay: Math.min(state.delay * 2, 300_000) }),
-      );
-      backoff.set(seed, { next: now + state.delay, delay: state.delay });
+    for (const [id, seed] of seedAddresses) {
+      if (!connected.has(id)) backoff.attempt(seed, () => libp2p.dial(multiaddr(seed)));
     }
-    const known = (await libp2p.peerStore.all()).filter(
-      (p) => !connected.has(p.id.toString()) && p.addresses.length > 0,
+    const known = new Set([
+      ...(await libp2p.peerStore.all()).filter((p) => p.addresses.length > 0).map((p) => p.id.toString()),
+      ...authors,
+    ]);
+    const now = Date.now();
+    const candidates = [...known].filter(
+      (id) => id !== self && !connected.has(id) && !seedAddresses.has(id) && backoff.ready(id, now),
     );
     // A random few each tick, so peers with stale addresses at the front do not block the rest.
-    for (const peer of shuffle(known).slice(0, minPeers - connected.size)) void libp2p.dial(peer.id).catch(() => {});
+    for (const id of shuffle(candidates).slice(0, minPeers - connected.size)) backoff.attempt(id, () => reach(id));
     if (!walking && connected.size > 0) {
       walking = true;
       walk(libp2p).finally(() => {

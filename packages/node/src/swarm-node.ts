@@ -30,7 +30,7 @@ import {
 } from '@swarm-node/sapo';
 import { NodeError } from './errors.js';
 import { GossipTransport } from './gossip-transport.js';
-import { createHost, type Host } from './host.js';
+import { createHost, type Host, type RelayLimits } from './host.js';
 import { ensureDataDir, type Identity, loadOrCreateIdentity, removeLeftovers } from './identity.js';
 import { roundHistory, type StatusServer, startStatusServer } from './status-server.js';
 import { swarmIdProblem, TOPICS, topicName } from './wire/index.js';
@@ -52,6 +52,10 @@ export interface NodeOptions {
   pskFile?: string;
   minPeers?: number;
   maxConnections?: number;
+  /** A bootstrap node's relay limits for nodes behind NAT (host.ts RELAY_LIMITS). */
+  relay?: Partial<RelayLimits>;
+  /** Ask the router for a port mapping (UPnP / NAT-PMP). Default false. */
+  upnp?: boolean;
   /** Roles a peer plays. Default all three; without 'solver' it relays only. The evaluator is required. */
   roles?: Role[];
   /** Publish its tasks and rollouts. Default true; false: a free rider that learns from peers' and shares none. */
@@ -268,6 +272,8 @@ export class SwarmNode extends EventEmitter<{ round: [RoundMetrics]; checkpoint:
         ...(psk === undefined ? {} : { psk }),
         ...(options.minPeers === undefined ? {} : { minPeers: options.minPeers }),
         ...(options.maxConnections === undefined ? {} : { maxConnections: options.maxConnections }),
+        ...(options.relay === undefined ? {} : { relay: options.relay }),
+        upnp: options.upnp ?? false,
         scoredTopics: TOPICS.map((topic) => topicName(swarmId, topic)),
         topicLabels: Object.fromEntries(TOPICS.map((topic) => [topicName(swarmId, topic), topic])),
         appSpecificScore: (peer) => transport?.applicationScore(peer) ?? 0,

@@ -15,6 +15,7 @@ import {
   resolveSettings,
   setting,
 } from '../config.js';
+import { RELAY_LIMITS } from '../host.js';
 import { checkRoles, type NodeOptions, type Role, SwarmNode } from '../swarm-node.js';
 
 interface NetworkSettings {
@@ -24,6 +25,7 @@ interface NetworkSettings {
   announce?: string[];
   bootstrap: string[];
   mdns: boolean;
+  upnp?: boolean;
   psk?: string;
   minPeers: number;
   maxConnections?: number;
@@ -31,6 +33,12 @@ interface NetworkSettings {
   statusPort: number;
   status: boolean;
   json: boolean;
+}
+
+interface BootstrapSettings extends NetworkSettings {
+  relayReservations: number;
+  relayDuration: number;
+  relayData: number;
 }
 
 interface StartSettings extends NetworkSettings {
@@ -232,12 +240,47 @@ export function bootstrapCommand(): Command {
   const command = new Command('bootstrap').description(
     'run a seed peer: a DHT server that relays checked messages and trains nothing; hand out the addresses it prints',
   );
-  addNetworkOptions(command, { dataDir: join(DEFAULT_DATA_DIR, 'bootstrap'), listen: '/ip4/0.0.0.0/tcp/4117' }).action(
-    async (_options, cmd: Command) => {
-      const settings = resolveSettings<NetworkSettings>(cmd);
-      await runUntilSignalled({ ...networkNodeOptions(settings), mode: 'bootstrap' }, settings.json);
-    },
-  );
+  // Nodes behind NAT reserve a slot here and are reached through it (host.ts RELAY_LIMITS says why these sizes).
+  addNetworkOptions(command, { dataDir: join(DEFAULT_DATA_DIR, 'bootstrap'), listen: '/ip4/0.0.0.0/tcp/4117' })
+    .addOption(
+      setting('--relay-reservations <n>', 'nodes behind NAT that may hold a relay reservation here at once')
+        .default(RELAY_LIMITS.maxReservations)
+        .argParser(integer('--relay-reservations', 1)),
+    )
+    .addOption(
+      setting('--relay-duration <s>', 'seconds one relayed connection may stay open before it is closed and redialled')
+        .default(RELAY_LIMITS.durationMs / 1000)
+        .argParser(integer('--relay-duration', 1)),
+    )
+    .addOption(
+      setting(
+        '--relay-data <MiB>',
+        'MiB one relayed connection may carry (both ways); each relayed byte costs this seed 2 (in and out)',
+      )
+        .default(RELAY_LIMITS.dataBytes / 2 ** 20)
+        .argParser(integer('--relay-data', 1)),
+    )
+    .addHelpText(
+      'after',
+      `\nRelay: a node behind NAT reserves a slot here and is reached through this seed. With the defaults one relayed
+connection carries up to ${RELAY_LIMITS.dataBytes / 2 ** 20} MiB for up to ${RELAY_LIMITS.durationMs / 60_000} min (about a thousand rounds of the embedded model's gossip),
+so it costs this seed at most ${(2 * RELAY_LIMITS.dataBytes) / 2 ** 20} MiB of traffic; R reserved nodes each reached by k peers cost at most R·k times that an hour.`,
+    )
+    .action(async (_options, cmd: Command) => {
+      const settings = resolveSettings<BootstrapSettings>(cmd);
+      await runUntilSignalled(
+        {
+          ...networkNodeOptions(settings),
+          mode: 'bootstrap',
+          relay: {
+            maxReservations: settings.relayReservations,
+            durationMs: settings.relayDuration * 1000,
+            dataBytes: settings.relayData * 2 ** 20,
+          },
+        },
+        settings.json,
+      );
+    });
   return command;
 }
 
@@ -248,6 +291,7 @@ function networkNodeOptions(settings: NetworkSettings): NodeOptions {
     listen: settings.listen,
     bootstrap: settings.bootstrap,
     mdns: settings.mdns,
+    upnp: settings.upnp === true,
     minPeers: settings.minPeers,
     statusHost: settings.statusHost,
     statusPort: settings.status ? settings.statusPort : null,

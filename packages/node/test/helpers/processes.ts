@@ -22,8 +22,10 @@ export interface NodeProcess {
   exited: Promise<number | null>;
 }
 
-export function spawnNode(args: string[], env: Record<string, string> = {}): NodeProcess {
-  const child = spawn(process.execPath, [BIN, ...args, '--json'], {
+/** `wrapper` runs the node through another command that execs it, e.g. ['ip', 'netns', 'exec', 'ns1']. */
+export function spawnNode(args: string[], env: Record<string, string> = {}, wrapper: string[] = []): NodeProcess {
+  const [command = process.execPath, ...rest] = [...wrapper, process.execPath, BIN, ...args, '--json'];
+  const child = spawn(command, rest, {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, ...env },
   });
