@@ -37,6 +37,7 @@ import { yamux } from '@libp2p/yamux';
 import { type Multiaddr, multiaddr } from '@multiformats/multiaddr';
 import { createLibp2p, type Libp2p } from 'libp2p';
 import { Registry } from 'prom-client';
+import { SeedWatch } from './bootstrap-check.js';
 import { NodeError } from './errors.js';
 import { gossipMetricsRegister } from './gossip-metrics.js';
 
@@ -143,6 +144,8 @@ export interface Host {
   /** Prometheus registry holding libp2p's, gossipsub's and the node's own metrics. */
   registry: Registry;
   addresses(): string[];
+  /** The bootstrap peers: connected or why not. */
+  seeds: SeedWatch;
   stop(): Promise<void>;
 }
 
@@ -352,15 +355,18 @@ export async function createHost(options: HostOptions): Promise<Host> {
     );
   }
   libp2p.addEventListener('self:peer:update', () => log('addresses now %s', libp2p.getMultiaddrs().join(' ')));
-  const keeper = startKeeper(libp2p, bootstrapList, options.minPeers ?? 4, options.keeperIntervalMs ?? 5000);
+  const seeds = new SeedWatch(libp2p, bootstrapList, { swarmId: options.swarmId, psk: options.psk !== undefined });
+  const keeper = startKeeper(libp2p, seeds, options.minPeers ?? 4, options.keeperIntervalMs ?? 5000);
   return {
     libp2p,
     privateKey: options.privateKey,
     pubsub: libp2p.services.pubsub as GossipSub & RouterView,
     registry,
     addresses: () => libp2p.getMultiaddrs().map((a) => a.toString()),
+    seeds,
     async stop() {
       keeper.stop();
+      seeds.stop();
       await libp2p.stop();
     },
   };
@@ -385,29 +391,16 @@ function hostError(error: unknown, listen: string[]): Error {
 /**
  * Keeps at least `minPeers` connections: libp2p dials discovered peers only once and bootstrap
  * peers once at start. Each tick below the minimum it redials seeds whose backoff has passed
- * (1 s doubling to 5 min), dials a few known peers from the peer store, and walks the DHT towards a
- * random key to learn new ones.
+ * (SeedWatch: 1 s doubling to 5 min, each failure diagnosed), dials a few known peers from the peer
+ * store, and walks the DHT towards a random key to learn new ones.
  */
-function startKeeper(libp2p: Libp2p<Services>, seeds: string[], minPeers: number, intervalMs: number) {
-  const backoff = new Map<string, { next: number; delay: number }>();
+function startKeeper(libp2p: Libp2p<Services>, seeds: SeedWatch, minPeers: number, intervalMs: number) {
   let walking = false;
   const tick = async () => {
     if (minPeers <= 0 || libp2p.status !== 'started') return;
     const connected = new Set(libp2p.getPeers().map((p) => p.toString()));
     if (connected.size >= minPeers) return;
-    const now = Date.now();
-    for (const seed of seeds) {
-      const address = multiaddr(seed);
-      const id = address.getComponents().find((c) => c.name === 'p2p')?.value;
-      if (id === undefined || connected.has(id)) continue;
-      const state = backoff.get(seed) ?? { next: 0, delay: 1000 };
-      if (state.next > now) continue;
-      libp2p.dial(address).then(
-        () => backoff.delete(seed),
-        () => backoff.set(seed, { next: Date.now() + state.delay, delay: Math.min(state.delay * 2, 300_000) }),
-      );
-      backoff.set(seed, { next: now + state.delay, delay: state.delay });
-    }
+    seeds.redial(connected);
     const known = (await libp2p.peerStore.all()).filter(
       (p) => !connected.has(p.id.toString()) && p.addresses.length > 0,
     );
