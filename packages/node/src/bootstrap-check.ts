@@ -1,7 +1,7 @@
 /**
  * Why a bootstrap peer (a seed) cannot be reached, said plainly. The keeper (host.ts) redials seeds
  * through a SeedWatch: each failed dial gets a diagnosis — nothing listens there, no answer, a
- * handshake broken off (another pre-shared key?), another peer at that address, another swarm — that is
+ * handshake that does not complete (another pre-shared key?), another peer there, another swarm — that is
  * logged, kept for /status, and reported to the operator once per seed, then again only when it
  * changes or every few minutes.
  */
@@ -43,7 +43,7 @@ export interface SeedState {
   connected: boolean;
   /** The last failed dial's diagnosis (none while connected or before any dial failed). */
   diagnosis: Diagnosis | null;
-  /** When the keeper dials it again (ISO), while it has a diagnosis. */
+  /** When the keeper dials it again (ISO), while it has a diagnosis and no connection. */
   nextTry: string | null;
 }
 
@@ -80,6 +80,7 @@ export async function diagnoseDial(
     await libp2p.dial(address, { signal: AbortSignal.any(signals) });
   } catch (error) {
     identified.cancel();
+    log('dial %s failed: %s', address, (error as Error).message);
     return classify(error, address, expected, { ...options, timeoutMs });
   }
   // Already identified when the connection existed before this dial.
@@ -145,16 +146,12 @@ async function classify(
   options: DiagnoseOptions & { timeoutMs: number },
 ): Promise<Diagnosis> {
   const chain = errorsIn(error);
-  const has = (test: (e: { name?: string; code?: string; message?: string }) => boolean) => chain.some(test);
   // libp2p rewraps some errors by message alone (EncryptionFailedError), so codes are looked for there too.
   const hasCode = (...codes: string[]) =>
-    has((e) => codes.some((code) => e.code === code || (e.message ?? '').includes(code)));
+    chain.some((e) => codes.some((code) => e.code === code || (e.message ?? '').includes(code)));
   const net = tryGetNetConfig(address);
   const where = net === null ? address.toString() : `${net.host}:${net.port ?? '?'}`;
-  const tcpOpens = () =>
-    net?.protocol === 'tcp' && net.port !== undefined && tcpAnswers(net.host, net.port, options.timeoutMs / 2);
   const seedPrinted = 'what the seed printed at start (`listening …`, with /p2p/…)';
-  const otherKey = `the seed may use a different pre-shared key (--psk must name the same key file on both${options.psk ? '' : '; this node has none'})`;
   if (hasCode('ECONNREFUSED')) {
     return {
       problem: 'refused',
@@ -170,32 +167,32 @@ async function classify(
   const mismatch = chain
     .map((e) => /identity key (\S+) does not match expected remote identity key/.exec(e.message ?? '')?.[1])
     .find((id) => id !== undefined);
-  if (mismatch !== undefined || has((e) => e.name === 'UnexpectedPeerError')) {
+  if (mismatch !== undefined || chain.some((e) => e.name === 'UnexpectedPeerError')) {
     return {
       problem: 'wrong-peer-id',
       message: `the node at ${where} is ${mismatch ?? 'another peer'}, not ${expected}: copy the address again from ${seedPrinted} (a seed started on a new data directory has a new peer id)`,
     };
   }
+  // A key that differs garbles the bytes once the TCP connection is open: either side may stall or
+  // give up first, as it happens, so both are one diagnosis (a flapping one would be told each retry).
   if (
-    has((e) => e.name === 'TimeoutError' || e.name === 'AbortError' || /timed? ?out|aborted/i.test(e.message ?? ''))
+    net?.protocol === 'tcp' &&
+    net.port !== undefined &&
+    (await tcpAnswers(net.host, net.port, options.timeoutMs / 2))
   ) {
-    if (await tcpOpens()) {
-      return {
-        problem: 'timed-out',
-        message: `${where} accepts connections but the libp2p handshake stalled: ${otherKey}, or something other than a swarm-node listens there`,
-      };
-    }
+    return {
+      problem: 'handshake-failed',
+      message: `${where} accepts connections but the libp2p handshake does not complete: the seed may use a different pre-shared key (--psk must name the same key file on both${options.psk ? '' : '; this node has none'}), or something other than a swarm-node listens there`,
+    };
+  }
+  if (
+    chain.some(
+      (e) => e.name === 'TimeoutError' || e.name === 'AbortError' || /timed? ?out|aborted/i.test(e.message ?? ''),
+    )
+  ) {
     return {
       problem: 'timed-out',
       message: `no answer from ${where}: the host may be down, the address or port wrong, or a firewall drops the traffic (the seed must accept TCP on port ${net?.port ?? 'its port'})`,
-    };
-  }
-  // A key that differs garbles the bytes after the TCP connection opens: either side may give up
-  // first, with a reset or whatever its decoder makes of the garbage.
-  if (hasCode('ECONNRESET', 'EPIPE') || (await tcpOpens())) {
-    return {
-      problem: 'handshake-failed',
-      message: `${where} broke off the handshake (${chain[0]?.message}): ${otherKey}, or it is not a swarm-node`,
     };
   }
   return { problem: 'failed', message: `the dial failed: ${chain[0]?.message ?? String(error)}` };
@@ -305,20 +302,28 @@ export class SeedWatch {
     return () => this.#listeners.delete(listener);
   }
 
-  /** True when there are seeds and none is connected, each with a failed dial. */
-  allFailing(): boolean {
-    return this.#seeds.length > 0 && this.states().every((s) => s.diagnosis !== null);
+  /** True when every seed failed its last dial and no other peer is connected: the node is on its own. */
+  alone(): boolean {
+    const states = this.states();
+    const failed = new Set(this.#seeds.filter((_, i) => states[i]?.diagnosis !== null).map((seed) => seed.peer));
+    return (
+      this.#seeds.length > 0 &&
+      failed.size === this.#seeds.length &&
+      this.#libp2p.getPeers().every((p) => failed.has(p.toString()))
+    );
   }
 
   states(): SeedState[] {
     return this.#seeds.map((seed) => {
       const connected = this.#libp2p.getConnections(peerIdFromString(seed.peer)).length > 0;
-      const diagnosis = connected ? null : seed.diagnosis;
+      // A seed of another swarm connects back (its keeper dials the peers it knows) and is still of no use.
+      const diagnosis = connected && seed.diagnosis?.problem !== 'different-swarm' ? null : seed.diagnosis;
       return {
         address: seed.address.toString(),
         connected,
         diagnosis,
-        nextTry: diagnosis === null ? null : iso(seed.next),
+        // Connected seeds are not redialled.
+        nextTry: diagnosis === null || connected ? null : iso(seed.next),
       };
     });
   }

@@ -120,7 +120,7 @@ export function formatStatus(status: NodeStatus): string {
     `  relay     ${relay.granted === null ? (relay.held.length === 0 ? 'no reservation' : `reservation on ${relay.held.join(', ')}`) : `${relay.granted} reservation(s) held here for nodes behind NAT`}`,
     ...status.network.seeds.map(
       (seed) =>
-        `  seed      ${seed.address} ${seed.connected ? 'connected' : seed.diagnosis === null ? 'not connected yet' : `${seed.diagnosis.problem}: ${seed.diagnosis.message} (next try ${seed.nextTry})`}`,
+        `  seed      ${seed.address} ${seed.diagnosis !== null ? `${seed.diagnosis.problem}: ${seed.diagnosis.message}${seed.nextTry === null ? '' : ` (next try ${seed.nextTry})`}` : seed.connected ? 'connected' : 'not connected yet'}`,
     ),
     `  mesh      ${Object.entries(status.mesh)
       .map(([topic, n]) => `${topic} ${n}`)

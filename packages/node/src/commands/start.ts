@@ -312,7 +312,7 @@ async function runUntilSignalled(options: NodeOptions, json: boolean): Promise<v
   node.host.seeds.onReport((report) => {
     log.seed(report);
     if (report.diagnosis === null) alone = false;
-    else if (!alone && node.host.seeds.allFailing() && node.host.libp2p.getPeers().length === 0) {
+    else if (!alone && node.host.seeds.alone()) {
       alone = true;
       log.alone(node.status().mode);
     }
