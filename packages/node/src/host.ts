@@ -38,6 +38,7 @@ import { yamux } from '@libp2p/yamux';
 import { type Multiaddr, multiaddr } from '@multiformats/multiaddr';
 import { createLibp2p, type Libp2p } from 'libp2p';
 import { Registry } from 'prom-client';
+import { SeedWatch } from './bootstrap-check.js';
 import { NodeError } from './errors.js';
 import { gossipMetricsRegister } from './gossip-metrics.js';
 
@@ -144,6 +145,8 @@ export interface Host {
   /** Prometheus registry holding libp2p's, gossipsub's and the node's own metrics. */
   registry: Registry;
   addresses(): string[];
+  /** The bootstrap peers: connected or why not. */
+  seeds: SeedWatch;
   stop(): Promise<void>;
 }
 
@@ -368,15 +371,18 @@ export async function createHost(options: HostOptions): Promise<Host> {
       connection.limits === undefined ? '' : ' (limited: relayed)',
     ),
   );
-  const keeper = startKeeper(libp2p, bootstrapList, options.minPeers ?? 4, options.keeperIntervalMs ?? 5000);
+  const seeds = new SeedWatch(libp2p, bootstrapList, { swarmId: options.swarmId, psk: options.psk !== undefined });
+  const keeper = startKeeper(libp2p, seeds, bootstrapList, options.minPeers ?? 4, options.keeperIntervalMs ?? 5000);
   return {
     libp2p,
     privateKey: options.privateKey,
     pubsub: libp2p.services.pubsub as GossipSub & RouterView,
     registry,
     addresses: () => libp2p.getMultiaddrs().map((a) => a.toString()),
+    seeds,
     async stop() {
       keeper.stop();
+      seeds.stop();
       await libp2p.stop();
     },
   };
@@ -422,14 +428,21 @@ const MAX_AUTHORS = 256;
 
 /**
  * Keeps at least `minPeers` connections: libp2p dials discovered peers only once and bootstrap
- * peers once at start. Each tick below the minimum it redials seeds whose backoff has passed, dials
- * a few other peers it knows (from the peer store, or as authors of gossip it received), and walks
- * the DHT towards a random key to learn new ones. A peer that cannot be dialled directly (behind
+ * peers once at start. Each tick below the minimum it redials seeds whose backoff has passed
+ * (SeedWatch: 1 s doubling to 5 min, each failure diagnosed), dials a few other peers it knows
+ * (from the peer store, or as authors of gossip it received), and walks the DHT towards a random
+ * key to learn new ones. A peer that cannot be dialled directly (behind
  * NAT) is dialled through each connected seed's relay, where it may hold a reservation.
  */
-function startKeeper(libp2p: Libp2p<Services>, seeds: string[], minPeers: number, intervalMs: number) {
+function startKeeper(
+  libp2p: Libp2p<Services>,
+  seeds: SeedWatch,
+  seedList: string[],
+  minPeers: number,
+  intervalMs: number,
+) {
   const backoff = new Backoff();
-  const seedAddresses = new Map(seeds.map((seed) => [seedPeerId(seed), seed]));
+  const seedAddresses = new Map(seedList.map((seed) => [seedPeerId(seed), seed]));
   const self = libp2p.peerId.toString();
   const authors = new Set<string>();
   libp2p.services.pubsub.addEventListener('message', ({ detail: message }) => {
@@ -462,9 +475,7 @@ function startKeeper(libp2p: Libp2p<Services>, seeds: string[], minPeers: number
     if (minPeers <= 0 || libp2p.status !== 'started') return;
     const connected = new Set(libp2p.getPeers().map((p) => p.toString()));
     if (connected.size >= minPeers) return;
-    for (const [id, seed] of seedAddresses) {
-      if (!connected.has(id)) backoff.attempt(seed, () => libp2p.dial(multiaddr(seed)));
-    }
+    seeds.redial(connected);
     const known = new Set([
       ...(await libp2p.peerStore.all()).filter((p) => p.addresses.length > 0).map((p) => p.id.toString()),
       ...authors,

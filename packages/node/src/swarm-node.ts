@@ -32,6 +32,7 @@ import { NodeError } from './errors.js';
 import { GossipTransport } from './gossip-transport.js';
 import { createHost, type Host, type RelayLimits } from './host.js';
 import { ensureDataDir, type Identity, loadOrCreateIdentity, removeLeftovers } from './identity.js';
+import { type NetworkStatus, networkStatus } from './network-status.js';
 import { roundHistory, type StatusServer, startStatusServer } from './status-server.js';
 import { swarmIdProblem, TOPICS, topicName } from './wire/index.js';
 
@@ -118,6 +119,8 @@ export interface NodeStatus {
   swarmId: string;
   addresses: string[];
   peers: { id: string; address: string; score: number }[];
+  /** Reachability, relay reservations, direct and relayed peers, the bootstrap peers' state. */
+  network: NetworkStatus;
   mesh: Record<string, number>;
   round: number | null;
   policyVersion: number | null;
@@ -357,6 +360,7 @@ export class SwarmNode extends EventEmitter<{ round: [RoundMetrics]; checkpoint:
         address: c.remoteAddr.toString(),
         score: host.pubsub.getScore(c.remotePeer.toString()),
       })),
+      network: networkStatus(host),
       mesh: Object.fromEntries(
         TOPICS.map((topic) => [topic, host.pubsub.getMeshPeers(topicName(this.#swarmId, topic)).length]),
       ),

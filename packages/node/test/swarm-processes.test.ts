@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { writeTinyModel } from '../../sapo/test/fixtures/tiny-models.js';
+import type { NetworkStatus } from '../src/network-status.js';
 import { BIN, eventually, fetchStatus, type NodeProcess, spawnNode, stopNode } from './helpers/processes.js';
 
 // One bootstrap peer and four training nodes, each a real process on loopback (needs `npm run build`):
@@ -19,6 +20,7 @@ interface Status {
   policyVersion: number | null;
   externalGroupsUsed: number;
   peers: unknown[];
+  network: NetworkStatus;
   rollouts: {
     received: { rollouts: Record<string, number>; tasks: Record<string, number> };
     acceptedByProducer: Record<string, number>;
@@ -92,7 +94,13 @@ describe('a swarm of swarm-node processes', () => {
         ),
       ),
     );
-    for (const status of statuses) expect(status.peers.length).toBeGreaterThanOrEqual(1);
+    for (const status of statuses) {
+      expect(status.peers.length).toBeGreaterThanOrEqual(1);
+      // On loopback every peer is reached directly.
+      expect(status.network.peers.direct).toBeGreaterThanOrEqual(1);
+      expect(status.network.peers.relayed).toBe(0);
+      expect(status.network.seeds).toMatchObject([{ address: seedAddress, connected: true, diagnosis: null }]);
+    }
     // Both ways between models: the folder model trains on the embedded models' rollouts (above),
     // and they accept its rollouts, each re-tokenizing the other's text with its own tokenizer.
     const lora = statuses[3] as Status;
@@ -139,6 +147,9 @@ describe('a swarm of swarm-node processes', () => {
     expect(shown.status).toBe(0);
     expect(shown.stdout).toMatch(/^peer 12D3KooW/);
     expect(shown.stdout).toMatch(/rollouts .*accept \d+/);
+    expect(shown.stdout).toMatch(/^ {2}relay +reservation on 12D3KooW/m);
+    const atSeed = ((await fetchStatus(seedUrl)) as unknown as Status).network;
+    expect(atSeed.relayReservations.granted).toBeGreaterThanOrEqual(1);
     const metrics = await (await fetch(`${urls[1]}/metrics`)).text();
     expect(metrics).toMatch(/^swarm_node_messages_total\{topic="rollouts",verdict="accept",reason=""\} \d+/m);
     expect(metrics).toMatch(/^libp2p_/m);

@@ -111,10 +111,17 @@ export function formatStatus(status: NodeStatus): string {
     Object.entries(counts)
       .map(([key, n]) => `${key} ${n}`)
       .join(', ') || 'none';
+  const { peers, relayReservations: relay } = status.network;
   return [
     `${status.mode} ${status.peerId}, swarm "${status.swarmId}", up since ${status.startedAt}`,
     ...status.addresses.map((address) => `  address   ${address}`),
-    `  peers     ${status.peers.length}${status.peers.length === 0 ? '' : ` (scores ${status.peers.map((p) => p.score.toFixed(1)).join(', ')})`}`,
+    `  peers     ${peers.direct} direct, ${peers.relayed} relayed${status.peers.length === 0 ? '' : ` (scores ${status.peers.map((p) => p.score.toFixed(1)).join(', ')})`}`,
+    `  reach     ${status.network.reachability === 'public' ? 'public (a confirmed public address)' : 'private/unknown (no public address confirmed by AutoNAT v2)'}`,
+    `  relay     ${relay.granted === null ? (relay.held.length === 0 ? 'no reservation' : `reservation on ${relay.held.join(', ')}`) : `${relay.granted} reservation(s) held here for nodes behind NAT`}`,
+    ...status.network.seeds.map(
+      (seed) =>
+        `  seed      ${seed.address} ${seed.diagnosis !== null ? `${seed.diagnosis.problem}: ${seed.diagnosis.message}${seed.nextTry === null ? '' : ` (next try ${seed.nextTry})`}` : seed.connected ? 'connected' : 'not connected yet'}`,
+    ),
     `  mesh      ${Object.entries(status.mesh)
       .map(([topic, n]) => `${topic} ${n}`)
       .join(', ')}`,

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { LIMITS, type RoundMetrics } from '@swarm-node/roles';
 import { BACKEND_NAMES, DEFAULT_LORA, describeBackend, LORA_TARGETS, type LoraTarget } from '@swarm-node/sapo';
 import { Command, InvalidArgumentError } from 'commander';
+import type { SeedReport } from '../bootstrap-check.js';
 import {
   addNetworkOptions,
   DEFAULT_DATA_DIR,
@@ -306,6 +307,16 @@ async function runUntilSignalled(options: NodeOptions, json: boolean): Promise<v
   const log = json ? jsonLogger() : humanLogger();
   const node = await SwarmNode.start(options);
   log.started(node, options);
+  // Each seed's diagnosis as it changes (SeedWatch keeps the flood out), and once, when none answers, that it goes on alone.
+  let alone = false;
+  node.host.seeds.onReport((report) => {
+    log.seed(report);
+    if (report.diagnosis === null) alone = false;
+    else if (!alone && node.host.seeds.alone()) {
+      alone = true;
+      log.alone(node.status().mode);
+    }
+  });
   node.on('round', (metrics) => log.round(metrics, node));
   node.on('checkpoint', (file) => log.event('checkpoint', { file }));
   let firstSignal = 0;
@@ -342,8 +353,15 @@ async function runUntilSignalled(options: NodeOptions, json: boolean): Promise<v
 interface Logger {
   started(node: SwarmNode, options: NodeOptions): void;
   round(metrics: RoundMetrics, node: SwarmNode): void;
+  seed(report: SeedReport): void;
+  alone(mode: 'peer' | 'bootstrap'): void;
   event(name: string, fields: Record<string, unknown>): void;
 }
+
+const ALONE = {
+  peer: 'no bootstrap peer answers: training alone until one does (this node keeps trying them)',
+  bootstrap: 'no other bootstrap peer answers: serving alone until one does (this node keeps trying them)',
+};
 
 function jsonLogger(): Logger {
   // The log line's time (ISO) replaces a record's own `time`: one clock per line.
@@ -354,6 +372,14 @@ function jsonLogger(): Logger {
   return {
     started: (node) => line('started', { ...node.status(), statusUrl: node.statusUrl, startRound: node.startRound }),
     round: (metrics) => line('round', metrics),
+    seed: (report) =>
+      line('seed', {
+        address: report.address,
+        problem: report.diagnosis?.problem ?? null,
+        message: report.diagnosis?.message ?? 'answers',
+        nextTry: report.nextTry?.toISOString() ?? null,
+      }),
+    alone: (mode) => line('alone', { note: ALONE[mode] }),
     event: line,
   };
 }
@@ -417,6 +443,18 @@ function humanLogger(): Logger {
         );
       }
     },
+    // Problems go to stderr, with the rest of what needs the operator's attention.
+    seed(report) {
+      if (report.diagnosis === null) {
+        console.error(`bootstrap peer ${report.address} answers now`);
+        return;
+      }
+      const wait = Math.max(1, Math.round(((report.nextTry?.getTime() ?? Date.now()) - Date.now()) / 1000));
+      console.error(
+        `bootstrap peer ${report.address} unreachable (${report.diagnosis.problem}): ${report.diagnosis.message}; next try in ~${wait} s`,
+      );
+    },
+    alone: (mode) => console.error(ALONE[mode]),
     event(name, fields) {
       const text = Object.entries(fields)
         .filter(([, value]) => value !== undefined && value !== null)
