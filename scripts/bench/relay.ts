@@ -25,7 +25,13 @@ import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { buildNatNetwork, fetchIn, type NatNetwork, netnsSkipReason } from '../../packages/node/test/helpers/netns.js';
+import {
+  buildNatNetwork,
+  fetchIn,
+  type NatNetwork,
+  netnsSkipReason,
+  spawnNattedNodes,
+} from '../../packages/node/test/helpers/netns.js';
 import { type NodeProcess, spawnNode, stopNode } from '../../packages/node/test/helpers/processes.js';
 import { commitOf } from './probe.js';
 
@@ -112,31 +118,14 @@ async function measure(k: number): Promise<string> {
     processes.push(seed);
     const seedStarted = await seed.waitFor((line) => line.event === 'started', 'the seed to start');
     const seedUrl = seedStarted.statusUrl as string;
-    const nodes = network.nodes.map((namespace, i) => {
-      const node = spawnNode(
-        [
-          'start',
-          '--swarm',
-          'relay-bench',
-          '--data-dir',
-          join(dir, `n${i + 1}`),
-          '--no-mdns',
-          '--bootstrap',
-          `/ip4/${network.seedIp}/tcp/4117/p2p/${seedStarted.peerId as string}`,
-          // The seed and every other node.
-          '--min-peers',
-          String(k),
-          '--held-out-every',
-          '0',
-          '--seed',
-          String(i + 1),
-        ],
-        {},
-        network.wrapper(namespace),
-      );
-      processes.push(node);
-      return node;
+    const nodes = spawnNattedNodes(network, {
+      swarm: 'relay-bench',
+      dir,
+      seedId: seedStarted.peerId as string,
+      // The seed and every other node.
+      args: ['--min-peers', String(k)],
     });
+    processes.push(...nodes);
     const started = await Promise.all(
       nodes.map((node) => node.waitFor((line) => line.event === 'started', 'a node to start', START_TIMEOUT_MS)),
     );

@@ -19,7 +19,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { buildNatNetwork, type NatNetwork, netnsSkipReason, statusIn } from './helpers/netns.js';
+import { buildNatNetwork, type NatNetwork, netnsSkipReason, spawnNattedNodes, statusIn } from './helpers/netns.js';
 import { type LogLine, type NodeProcess, spawnNode, stopNode } from './helpers/processes.js';
 
 const reason = netnsSkipReason();
@@ -80,32 +80,13 @@ describe.skipIf(reason !== null).each([
     processes.push(seed);
     const seedId = (await seed.waitFor((line) => line.event === 'started', 'the seed to start')).peerId as string;
 
-    const nodes = net.nodes.map((namespace, i) => {
-      const node = spawnNode(
-        [
-          'start',
-          '--swarm',
-          'nat',
-          '--data-dir',
-          join(dir, `n${i + 1}`),
-          '--no-mdns',
-          '--bootstrap',
-          `/ip4/${net.seedIp}/tcp/4117/p2p/${seedId}`,
-          '--rounds',
-          '400',
-          '--min-peers',
-          '2',
-          '--held-out-every',
-          '0',
-          '--seed',
-          String(i + 1),
-        ],
-        {},
-        net.wrapper(namespace),
-      );
-      processes.push(node);
-      return node;
+    const nodes = spawnNattedNodes(net, {
+      swarm: 'nat',
+      dir,
+      seedId,
+      args: ['--rounds', '400', '--min-peers', '2'],
     });
+    processes.push(...nodes);
     const started = await Promise.all(
       nodes.map((node) => node.waitFor((line) => line.event === 'started', 'a node to start', 120_000)),
     );

@@ -11,6 +11,8 @@
  * the DHT treats as a LAN. Needs root, iproute2 and nftables.
  */
 import { execFileSync } from 'node:child_process';
+import { join } from 'node:path';
+import { type NodeProcess, spawnNode } from './processes.js';
 
 /** Why namespaces cannot be built here, or null when they can. */
 export function netnsSkipReason(): string | null {
@@ -157,3 +159,34 @@ export function fetchIn(network: NatNetwork, namespace: string, url: string): st
 /** A node's /status, fetched from inside its namespace. */
 export const statusIn = (network: NatNetwork, namespace: string, url: string): Record<string, unknown> =>
   JSON.parse(fetchIn(network, namespace, `${url}/status`)) as Record<string, unknown>;
+
+/**
+ * Starts `swarm-node start` in each NAT'd namespace, bootstrapped on the seed at <segment>.1:4117:
+ * data dirs `<dir>/n1`, `<dir>/n2`, …, training seeds 1, 2, …, no mDNS; `args` adds the caller's flags.
+ */
+export function spawnNattedNodes(
+  network: NatNetwork,
+  options: { swarm: string; dir: string; seedId: string; args: string[] },
+): NodeProcess[] {
+  return network.nodes.map((namespace, i) =>
+    spawnNode(
+      [
+        'start',
+        '--swarm',
+        options.swarm,
+        '--data-dir',
+        join(options.dir, `n${i + 1}`),
+        '--no-mdns',
+        '--bootstrap',
+        `/ip4/${network.seedIp}/tcp/4117/p2p/${options.seedId}`,
+        '--held-out-every',
+        '0',
+        '--seed',
+        String(i + 1),
+        ...options.args,
+      ],
+      {},
+      network.wrapper(namespace),
+    ),
+  );
+}
