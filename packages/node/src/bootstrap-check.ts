@@ -105,7 +105,8 @@ export async function diagnoseDial(
   };
 }
 
-function expectedPeer(address: Multiaddr): string {
+/** The peer id an address names (its last /p2p/…): a seed address, already checked to have one. */
+export function expectedPeer(address: Multiaddr): string {
   const id = address.getComponents().findLast((c) => c.name === 'p2p')?.value;
   if (id === undefined) throw new TypeError(`${address} names no peer (/p2p/…)`);
   return id;

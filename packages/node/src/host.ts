@@ -38,7 +38,7 @@ import { yamux } from '@libp2p/yamux';
 import { type Multiaddr, multiaddr } from '@multiformats/multiaddr';
 import { createLibp2p, type Libp2p } from 'libp2p';
 import { Registry } from 'prom-client';
-import { SeedWatch } from './bootstrap-check.js';
+import { expectedPeer, SeedWatch } from './bootstrap-check.js';
 import { NodeError } from './errors.js';
 import { gossipMetricsRegister } from './gossip-metrics.js';
 
@@ -253,11 +253,6 @@ export function parseMultiaddr(text: string, what: string, needPeerId = false): 
 }
 
 /** The peer id a bootstrap address names (parseMultiaddr has checked that it names one). */
-const seedPeerId = (address: string) =>
-  multiaddr(address)
-    .getComponents()
-    .find((c) => c.name === 'p2p')?.value as string;
-
 export async function createHost(options: HostOptions): Promise<Host> {
   const role = options.role ?? 'peer';
   const listen = options.listen ?? ['/ip4/0.0.0.0/tcp/0'];
@@ -265,7 +260,7 @@ export async function createHost(options: HostOptions): Promise<Host> {
   for (const address of options.announce ?? []) parseMultiaddr(address, 'announce address');
   const bootstrapList = options.bootstrap ?? [];
   for (const address of bootstrapList) parseMultiaddr(address, 'bootstrap address', true);
-  const bootstrapIds = new Set(bootstrapList.map(seedPeerId));
+  const bootstrapIds = new Set(bootstrapList.map((seed) => expectedPeer(multiaddr(seed))));
   const registry = new Registry();
   const appScore = options.appSpecificScore ?? (() => 0);
 
@@ -442,7 +437,7 @@ function startKeeper(
   intervalMs: number,
 ) {
   const backoff = new Backoff();
-  const seedAddresses = new Map(seedList.map((seed) => [seedPeerId(seed), seed]));
+  const seedAddresses = new Map(seedList.map((seed) => [expectedPeer(multiaddr(seed)), seed]));
   const self = libp2p.peerId.toString();
   const authors = new Set<string>();
   libp2p.services.pubsub.addEventListener('message', ({ detail: message }) => {
