@@ -147,6 +147,11 @@ export class GossipTransport implements Transport {
     this.#host.pubsub.subscribe(this.#names[topic]);
   }
 
+  /** Peers known to subscribe to `topic`: they will hear what this node publishes there. */
+  subscribers(topic: Topic): number {
+    return this.#host.pubsub.getSubscribers(this.#names[topic]).length;
+  }
+
   traffic(): { sent: number; received: number } {
     return { sent: this.#sent, received: this.#received };
   }

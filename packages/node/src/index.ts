@@ -13,7 +13,7 @@ export { GossipTransport, type GossipTransportOptions } from './gossip-transport
 export { createHost, dhtProtocol, type Host, type HostOptions, SCORE_THRESHOLDS, TOPIC_SCORE } from './host.js';
 export { type Identity, loadIdentity, loadOrCreateIdentity } from './identity.js';
 export { type StatusServer, startStatusServer } from './status-server.js';
-export { type NodeOptions, type NodeStatus, type Role, SwarmNode, startNode } from './swarm-node.js';
+export { type NodeOptions, type NodeStatus, type PeerWait, type Role, SwarmNode, startNode } from './swarm-node.js';
 export {
   decodeMessage,
   encodeMessage,

@@ -103,6 +103,22 @@ export interface NodeOptions {
   statusPort?: number | null;
   /** Milliseconds to wait between rounds. Default 0. */
   roundDelayMs?: number;
+  /**
+   * Before the first round, wait until this many peers subscribe to the swarm's rollouts, so that a
+   * swarm started together trains together from round 0 (the launcher's nodes do). Default 0: start at once.
+   */
+  waitForPeers?: number;
+  /** Longest wait for `waitForPeers`, in ms; then it trains with the peers it has. Default 120 000. */
+  waitForPeersMs?: number;
+}
+
+/** How the wait for `waitForPeers` ended: the `waited` event. */
+export interface PeerWait {
+  wanted: number;
+  found: number;
+  seconds: number;
+  /** True when `waitForPeersMs` passed first (or the node was stopped). */
+  timedOut: boolean;
 }
 
 export interface RolloutTotals {
@@ -190,7 +206,7 @@ class NodeStats {
   }
 }
 
-export class SwarmNode extends EventEmitter<{ round: [RoundMetrics]; checkpoint: [string] }> {
+export class SwarmNode extends EventEmitter<{ round: [RoundMetrics]; checkpoint: [string]; waited: [PeerWait] }> {
   readonly peerId: string;
   readonly host: Host;
   readonly startRound: number;
@@ -442,6 +458,7 @@ export class SwarmNode extends EventEmitter<{ round: [RoundMetrics]; checkpoint:
       });
       return;
     }
+    await this.#waitForPeers();
     const rounds = this.#options.rounds ?? 0;
     const every = this.#options.checkpointEvery ?? 10;
     try {
@@ -462,6 +479,22 @@ export class SwarmNode extends EventEmitter<{ round: [RoundMetrics]; checkpoint:
         { cause: error },
       );
     }
+  }
+
+  /** Polls (4 times a second) the rollouts topic's subscribers until `waitForPeers` are there, the time is up or stop() is called. */
+  async #waitForPeers(): Promise<void> {
+    const wanted = this.#options.waitForPeers ?? 0;
+    if (wanted <= 0) return;
+    const start = performance.now();
+    const deadline = start + (this.#options.waitForPeersMs ?? 120_000);
+    let found = this.#transport.subscribers('rollouts');
+    while (found < wanted && !this.#stopping && performance.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 250));
+      found = this.#transport.subscribers('rollouts');
+    }
+    const seconds = (performance.now() - start) / 1000;
+    log('waited %ss for %d of %d peers', seconds.toFixed(1), found, wanted);
+    this.emit('waited', { wanted, found, seconds, timedOut: found < wanted });
   }
 
   /** The node's one checkpoint writer: every `checkpointEvery` rounds and on stop. */
@@ -509,6 +542,7 @@ function checkOptions(options: NodeOptions, swarmId: string): Role[] {
     'a proposer publishes at most that many tasks a round',
   );
   checkRange('fixedDifficulty', options.fixedDifficulty, 1, 10, 'the task families’ levels');
+  checkRange('waitForPeers', options.waitForPeers, 0, 1024, 'peers a node waits for before its first round');
   return roles;
 }
 

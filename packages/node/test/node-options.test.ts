@@ -2,8 +2,8 @@ import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { SwarmNode } from '../src/swarm-node.js';
-import { spawnNode } from './helpers/processes.js';
+import { type PeerWait, SwarmNode } from '../src/swarm-node.js';
+import { type LogLine, spawnNode } from './helpers/processes.js';
 
 const LOOPBACK = { listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false, statusPort: null };
 
@@ -66,7 +66,7 @@ describe('a node’s learner and data directory', () => {
         '--passes',
         '2',
         '--rounds',
-        '2',
+        '8',
         '--config',
         config,
         '--no-mdns',
@@ -78,15 +78,69 @@ describe('a node’s learner and data directory', () => {
     );
     const started = await node.waitFor((l) => l.event === 'started', 'the node to start');
     expect(started.learner).toMatchObject({ passes: 2, beta: 0.05 });
-    const round = await node.waitFor((l) => l.event === 'round' && l.round === 1, 'its second round');
-    const { learner, heldOut } = round as unknown as {
-      learner: { stats: { clipFraction: number; approxKl: number; entropy: number; meanCompletionTokens: number } };
+    type Round = LogLine & {
+      round: number;
+      learner: {
+        stats: { clipFraction: number; approxKl: number; entropy: number; meanCompletionTokens: number } | null;
+      };
       heldOut: { passRate: number; difficulty: number } | null;
     };
-    expect(learner.stats.entropy).toBeGreaterThan(0);
-    expect(learner.stats.meanCompletionTokens).toBeGreaterThan(0);
-    expect(learner.stats.approxKl).toBeGreaterThan(0); // a second pass sees a ratio other than 1
-    expect(heldOut?.difficulty).toBe(1);
+    const second = (await node.waitFor((l) => l.event === 'round' && l.round === 1, 'its second round')) as Round;
+    expect(second.heldOut?.difficulty).toBe(1);
+    // A round whose groups all had equal rewards makes no update and has no statistics: take the first that did.
+    const updated = (await node.waitFor(
+      (l) => l.event === 'round' && (l as Round).learner.stats !== null,
+      'a round with an update',
+    )) as Round;
+    const stats = updated.learner.stats;
+    expect(stats?.entropy).toBeGreaterThan(0);
+    expect(stats?.meanCompletionTokens).toBeGreaterThan(0);
+    expect(stats?.approxKl).toBeGreaterThan(0); // a second pass sees a ratio other than 1
     expect(await node.exited).toBe(0);
+  });
+
+  it('waits for its peers before round 0 (waitForPeers), and trains with those it has once the wait is up', async () => {
+    const events: string[] = [];
+    const node = await SwarmNode.start({
+      dataDir: join(dir, 'waits'),
+      ...LOOPBACK,
+      rounds: 1,
+      localGroups: 1,
+      groupSize: 2,
+      maxNewTokens: 4,
+      waitForPeers: 1,
+    });
+    node.on('waited', (wait) => events.push(`waited ${wait.found}/${wait.wanted} ${wait.timedOut}`));
+    node.on('round', (metrics) => events.push(`round ${metrics.round}`));
+    const running = node.run();
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    expect(events).toEqual([]); // alone: no round yet
+    // A seed joins: it subscribes to the rollouts topic, and the node starts.
+    const seed = await SwarmNode.start({
+      dataDir: join(dir, 'waits-seed'),
+      mode: 'bootstrap',
+      ...LOOPBACK,
+      bootstrap: node.status().addresses,
+    });
+    await running;
+    expect(events).toEqual(['waited 1/1 false', 'round 0']);
+    await Promise.all([node.stop(), seed.stop()]);
+
+    const alone = await SwarmNode.start({
+      dataDir: join(dir, 'waits-alone'),
+      ...LOOPBACK,
+      rounds: 1,
+      localGroups: 1,
+      groupSize: 2,
+      maxNewTokens: 4,
+      waitForPeers: 2,
+      waitForPeersMs: 1000,
+    });
+    const waits: PeerWait[] = [];
+    alone.on('waited', (wait) => waits.push(wait));
+    await alone.run();
+    expect(waits).toMatchObject([{ wanted: 2, found: 0, timedOut: true }]);
+    expect(alone.status().round).toBe(0);
+    await alone.stop();
   });
 });

@@ -320,6 +320,8 @@ describe('swarm-node swarm', () => {
     expect(Object.keys(byName)).toEqual(['sharer', 'lora', 'rider', 'judge']);
     for (const name of ['sharer', 'lora', 'rider']) {
       expect(byName[name]).toMatchObject({ trains: true, rounds: 4, stoppedCleanly: true, settings: node });
+      // Round 0 waited for the other three and the bootstrap: no node trained alone while the rest started.
+      expect(byName[name]?.waited).toMatchObject({ wanted: 4, timedOut: false });
     }
     expect(byName.rider?.settings.share).toBe(false);
     // The folder model reached its node: it started on the Hugging Face folder, with LoRA, on wasm.
@@ -334,6 +336,7 @@ describe('swarm-node swarm', () => {
     // The evaluator-only node ran no rounds, kept the launcher waiting for none, and re-checked what it relayed.
     expect(byName.judge).toMatchObject({
       trains: false,
+      waited: null,
       rounds: 0,
       stoppedCleanly: true,
       settings: { roles: ['evaluator'], externalGroups: 6 },

@@ -17,7 +17,7 @@ import {
   setting,
 } from '../config.js';
 import { RELAY_LIMITS } from '../host.js';
-import { checkRoles, type NodeOptions, type Role, SwarmNode } from '../swarm-node.js';
+import { checkRoles, type NodeOptions, type PeerWait, type Role, SwarmNode } from '../swarm-node.js';
 
 interface NetworkSettings {
   dataDir: string;
@@ -65,6 +65,8 @@ interface StartSettings extends NetworkSettings {
   checkpointEvery: number;
   keepCheckpoints: number;
   seed?: number;
+  waitPeers: number;
+  waitPeersTimeout: number;
 }
 
 export function startCommand(): Command {
@@ -178,6 +180,19 @@ export function startCommand(): Command {
         integer('--seed', 0),
       ),
     )
+    .addOption(
+      setting(
+        '--wait-peers <n>',
+        "before the first round, wait until n peers share the swarm's rollouts (up to --wait-peers-timeout); 0 starts at once",
+      )
+        .default(0)
+        .argParser(integer('--wait-peers', 0, 1024)),
+    )
+    .addOption(
+      setting('--wait-peers-timeout <s>', 'seconds --wait-peers waits at most, then trains with the peers it has')
+        .default(120)
+        .argParser(integer('--wait-peers-timeout', 1)),
+    )
     .action(async (_options, cmd: Command) => {
       const settings = resolveSettings<StartSettings>(cmd);
       await runUntilSignalled(
@@ -198,6 +213,8 @@ export function startCommand(): Command {
           checkpointEvery: settings.checkpointEvery,
           keepCheckpoints: settings.keepCheckpoints,
           maxNewTokens: settings.maxNewTokens,
+          waitForPeers: settings.waitPeers,
+          waitForPeersMs: settings.waitPeersTimeout * 1000,
           ...(settings.model === undefined
             ? {}
             : {
@@ -319,6 +336,7 @@ async function runUntilSignalled(options: NodeOptions, json: boolean): Promise<v
   });
   node.on('round', (metrics) => log.round(metrics, node));
   node.on('checkpoint', (file) => log.event('checkpoint', { file }));
+  node.on('waited', (wait) => log.waited(wait));
   let firstSignal = 0;
   const onSignal = (signal: NodeJS.Signals) => {
     // One Ctrl-C can arrive twice (the terminal signals the process group, and npx forwards it):
@@ -355,6 +373,7 @@ interface Logger {
   round(metrics: RoundMetrics, node: SwarmNode): void;
   seed(report: SeedReport): void;
   alone(mode: 'peer' | 'bootstrap'): void;
+  waited(wait: PeerWait): void;
   event(name: string, fields: Record<string, unknown>): void;
 }
 
@@ -380,6 +399,7 @@ function jsonLogger(): Logger {
         nextTry: report.nextTry?.toISOString() ?? null,
       }),
     alone: (mode) => line('alone', { note: ALONE[mode] }),
+    waited: (wait) => line('waited', wait),
     event: line,
   };
 }
@@ -455,6 +475,13 @@ function humanLogger(): Logger {
       );
     },
     alone: (mode) => console.error(ALONE[mode]),
+    waited({ wanted, found, seconds, timedOut }) {
+      if (!timedOut) console.log(`${found} peers share rollouts after ${seconds.toFixed(1)} s: training starts`);
+      else
+        console.error(
+          `only ${found} of ${wanted} peers after ${seconds.toFixed(0)} s: training with those (--wait-peers)`,
+        );
+    },
     event(name, fields) {
       const text = Object.entries(fields)
         .filter(([, value]) => value !== undefined && value !== null)

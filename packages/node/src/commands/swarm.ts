@@ -51,6 +51,7 @@ import { integer, readConfigFile, resolveSettings } from '../config.js';
 import { NodeError } from '../errors.js';
 import { type EventFeed, ROUND_HISTORY, type ServerEvent, startStatusServer } from '../status-server.js';
 import { lineChart, type Series } from '../svg-chart.js';
+import type { PeerWait } from '../swarm-node.js';
 import { swarmIdProblem } from '../wire/index.js';
 import { NODE_SETTINGS, type NodeSpec, nodeSpecs, startArgs, trains, uniformSpecs } from './swarm-config.js';
 
@@ -322,7 +323,10 @@ class Member {
   /** It logged `stopped`: it finished its step and saved (or, a bootstrap, closed its connections). */
   stoppedCleanly = false;
   killed = false;
-  state: 'starting' | 'running' | 'stopping' | 'exited' = 'starting';
+  /** 'waiting': started, and waiting for its peers before round 0 (--wait-peers). */
+  state: 'starting' | 'waiting' | 'running' | 'stopping' | 'exited' = 'starting';
+  /** How its wait for peers ended (its `waited` line); null while waiting or when it did not wait. */
+  waited: PeerWait | null = null;
   exit: Exit | null = null;
   peers: number | null = null;
   /** The last /status of a member that does not train (the bootstrap, a relay): its verdicts on what it relayed. */
@@ -333,6 +337,7 @@ class Member {
   readonly #log: WriteStream;
   readonly #onChange: (member: Member, record?: Record<string, unknown>) => void;
   #startWaiters: { resolve: (r: StartedRecord) => void; reject: (e: Error) => void }[] = [];
+  readonly #waitsForPeers: boolean;
 
   constructor(
     out: string,
@@ -342,6 +347,7 @@ class Member {
     this.name = plan.name;
     this.role = plan.role;
     this.spec = plan.spec;
+    this.#waitsForPeers = plan.args.includes('--wait-peers');
     this.dataDir = join(out, plan.name);
     this.jsonlFile = join(out, `${plan.name}.jsonl`);
     this.logFile = join(out, `${plan.name}.log`);
@@ -445,9 +451,18 @@ class Member {
     switch (record.event) {
       case 'started':
         this.started = record as unknown as StartedRecord;
-        if (this.state === 'starting') this.state = 'running';
+        if (this.state === 'starting') this.state = this.#waitsForPeers ? 'waiting' : 'running';
         for (const waiter of this.#startWaiters) waiter.resolve(this.started);
         this.#startWaiters = [];
+        break;
+      case 'waited':
+        this.waited = {
+          wanted: Number(record.wanted),
+          found: Number(record.found),
+          seconds: Number(record.seconds),
+          timedOut: record.timedOut === true,
+        };
+        if (this.state === 'waiting') this.state = 'running';
         break;
       case 'round':
         this.rounds.push(record as unknown as RoundRecord);
@@ -604,6 +619,8 @@ async function runSwarm(settings: SwarmSettings, specs: NodeSpec[], command: str
             seedAddress,
             '--min-peers',
             String(minPeers),
+            // Round 0 once they are all there: else the first to start trains alone for its first rounds.
+            ...(trains(spec) ? ['--wait-peers', String(minPeers)] : []),
             '--rounds',
             String(settings.rounds),
             ...startArgs(spec),
@@ -1013,6 +1030,8 @@ export interface NodeReport {
   /** It finished its last step, saved and exited 0. */
   stoppedCleanly: boolean;
   checkpoint: string | null;
+  /** How long it waited for its peers before round 0, and how many it had (null: it trains nothing). */
+  waited: PeerWait | null;
   /** Rounds it finished. */
   rounds: number;
   /** reward[r]: the mean reward of its own completions in round r (null: it solved nothing). */
@@ -1154,6 +1173,7 @@ function nodeReport(member: Member): NodeReport {
     exit: describeExit(member),
     stoppedCleanly: stoppedCleanly(member),
     checkpoint: member.checkpoint,
+    waited: member.waited,
     rounds: rounds.length,
     reward: rewardSeries(rounds),
     difficulty: byRound((r) => r.difficulty, null),
