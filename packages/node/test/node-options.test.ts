@@ -1,7 +1,7 @@
 import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type PeerWait, SwarmNode } from '../src/swarm-node.js';
 import { type LogLine, spawnNode } from './helpers/processes.js';
 
@@ -9,12 +9,15 @@ const LOOPBACK = { listen: ['/ip4/127.0.0.1/tcp/0'], mdns: false, statusPort: nu
 
 describe('a node’s learner and data directory', () => {
   let dir = '';
+  // Here, not in the first test: a run of one test (-t) must not write into the working directory.
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'node-options-'));
+  });
   afterAll(async () => {
     if (dir !== '') await rm(dir, { recursive: true, force: true });
   });
 
   it('seeds each learner’s draw of peers’ groups from its peer id, or from the seed given', async () => {
-    dir = await mkdtemp(join(tmpdir(), 'node-options-'));
     const seeds: number[] = [];
     for (const [name, seed] of [
       ['a', undefined],
