@@ -117,6 +117,11 @@ const snapshot = () => {
     ),
     links: Object.fromEntries(rows.map((r) => [r.dataset.node ?? '', r.querySelector('a')?.href ?? null])),
     peers: [...document.querySelectorAll('#peers code[title]')].map((c) => c.textContent ?? ''),
+    /** The node page's bootstrap peers: address, state, next try. */
+    seeds: [...document.querySelectorAll('#seeds tr')].map((r) =>
+      [...r.querySelectorAll('td')].map((td) => td.textContent ?? ''),
+    ),
+    reachability: document.querySelector('#reachability')?.textContent ?? null,
     legend: [...document.querySelectorAll('#chart-reward .u-legend .u-label')].map((l) => l.textContent ?? ''),
     canvases: document.querySelectorAll('#charts canvas, .charts canvas').length,
     markup: document.body.querySelectorAll('img, script, b, i').length,
@@ -251,13 +256,30 @@ describe.skipIf(!HAVE_CHROMIUM && !REQUIRED)('the live pages in Chromium', () =>
         memory: { rss: 1e8 },
         backend: { name: 'cpu', gpu: false },
         model: { source: '<img src=y onerror="window.__pwned=4">' },
+        network: {
+          reachability: 'private/unknown',
+          relayReservations: { held: [hostile], granted: null },
+          peers: { direct: 0, relayed: 1 },
+          seeds: [
+            {
+              address: `/dns4/<img src=z onerror="window.__pwned=5">/tcp/4117/p2p/${hostile}`,
+              connected: false,
+              diagnosis: { problem: 'refused', message: '<script>window.__pwned=6</script>' },
+              nextTry: new Date(Date.now() + 30_000).toISOString(),
+            },
+          ],
+        },
         checkpoint: null,
         startedAt: new Date().toISOString(),
       }),
     });
     try {
       const { page, problems, stop } = await watchedPage(`${server.url}/`);
-      const seen = await until(page, (p) => p.peers.length > 0 && p.round === '2', 'its peers and round');
+      const seen = await until(
+        page,
+        (p) => p.peers.length > 0 && p.round === '2' && p.seeds.length > 0,
+        'its peers, round and bootstrap peers',
+      );
       stop();
       await page.close();
       expect(seen.pwned).toBeNull();
@@ -265,6 +287,9 @@ describe.skipIf(!HAVE_CHROMIUM && !REQUIRED)('the live pages in Chromium', () =>
       expect(seen.text).toContain(hostile);
       expect(seen.text).toContain('<b>bold</b><script>window.__pwned=2</script>');
       expect(seen.text).toContain('<script>window.__pwned=3</script>');
+      expect(seen.seeds[0]?.[1]).toBe('refused: <script>window.__pwned=6</script>');
+      expect(seen.seeds[0]?.[2]).toMatch(/^in \d+s$/);
+      expect(seen.reachability).toMatch(/^not known/);
       expect(seen.canvases).toBeGreaterThan(0);
       expect(problems).toEqual([]);
     } finally {
@@ -332,6 +357,10 @@ describe.skipIf(!HAVE_CHROMIUM && !REQUIRED)('the live pages in Chromium', () =>
       // Its peers (the other node and the bootstrap), by peer id; its charts.
       const peered = await until(node.page, (p) => p.peers.some((id) => id.startsWith('12D3KooW')), 'a peer');
       expect(peered.canvases).toBe(8);
+      // Its bootstrap peer, connected, with what the launcher gave as its address.
+      const seeded = await until(node.page, (p) => p.seeds[0]?.[1] === 'connected', 'its bootstrap peer connected');
+      expect(seeded.seeds).toHaveLength(1);
+      expect(seeded.seeds[0]?.[0]).toMatch(/^\/ip4\/127\.0\.0\.1\/tcp\/\d+\/p2p\/12D3KooW/);
 
       node.stop();
       swarm.stop();

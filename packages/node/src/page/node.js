@@ -187,6 +187,7 @@ function showStatus(status) {
     byPeer.set(id, known);
   }
   text('peers-count', String(byPeer.size));
+  showNetwork(status.network, training);
   text('mesh', `${status.mesh?.tasks ?? '-'} / ${status.mesh?.rollouts ?? '-'}`);
   text('groups', `${status.rollouts?.sent ?? '-'} / ${status.externalGroupsUsed ?? '-'}`);
   const received = status.rollouts?.received ?? {};
@@ -243,6 +244,44 @@ function showStatus(status) {
       ),
     4,
     'no messages from peers yet',
+  );
+}
+
+/** Reachability, relays and the bootstrap peers' diagnoses (network-status.ts). */
+function showNetwork(network, training) {
+  text('peers-direct', network ? `${network.peers?.direct ?? '-'} / ${network.peers?.relayed ?? '-'}` : '-');
+  text(
+    'reachability',
+    network?.reachability === 'public'
+      ? 'yes (a public address is confirmed)'
+      : 'not known: behind NAT, or not checked yet',
+  );
+  const relay = network?.relayReservations;
+  const held = Array.isArray(relay?.held) ? relay.held : [];
+  text(
+    'relay',
+    training
+      ? held.length === 0
+        ? 'none held'
+        : `held on ${held.map((id) => shortId(String(id))).join(', ')}`
+      : `${relay?.granted ?? '-'} granted to nodes behind NAT`,
+  );
+  const seeds = Array.isArray(network?.seeds) ? network.seeds : [];
+  fillRows(
+    document.getElementById('seeds'),
+    seeds.slice(0, MAX_ROWS).map((seed) => {
+      const problem = seed.diagnosis ? `${seed.diagnosis.problem}: ${seed.diagnosis.message}` : null;
+      const next = Date.parse(seed.nextTry);
+      return el(
+        'tr',
+        { className: problem === null ? '' : 'reject' },
+        el('td', {}, el('code', {}, String(seed.address))),
+        el('td', {}, problem ?? (seed.connected ? 'connected' : 'not connected yet')),
+        el('td', {}, Number.isFinite(next) ? `in ${duration(Math.max(0, (next - Date.now()) / 1000))}` : '-'),
+      );
+    }),
+    3,
+    'no bootstrap peers given',
   );
 }
 
