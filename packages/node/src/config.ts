@@ -58,6 +58,18 @@ const list = (value: string): string[] =>
     .filter((item) => item.length > 0);
 
 /**
+ * A comma-separated list that a repeated flag adds to (`--bootstrap A --bootstrap B` keeps both),
+ * where the default is replaced, not added to: commander hands the default in as `previous` first.
+ */
+const listParsers = new WeakSet<(value: string, previous: string[] | undefined) => string[]>();
+const repeatableList = (defaults: readonly string[]) => {
+  const parse = (value: string, previous: string[] | undefined): string[] =>
+    previous === undefined || previous === defaults ? list(value) : [...previous, ...list(value)];
+  listParsers.add(parse);
+  return parse;
+};
+
+/**
  * An option that can also come from `SWARM_NODE_<FLAG>` (--data-dir: SWARM_NODE_DATA_DIR). For a
  * negated flag the variable keeps the "no" (SWARM_NODE_NO_MDNS): any value of it turns the thing off.
  */
@@ -68,20 +80,30 @@ export function setting(flags: string, description: string): Option {
 
 /** Options every long-running command shares: where it keeps state and how it reaches the swarm. */
 export function addNetworkOptions(command: Command, defaults: { dataDir: string; listen: string }): Command {
+  const listen = list(defaults.listen);
+  const seeds = [...DEFAULT_BOOTSTRAP];
   return command
     .addOption(new Option('--config <file>', 'JSON file of settings (keys as the long flags in camelCase)'))
     .addOption(setting('--data-dir <dir>', 'identity, checkpoints and status address').default(defaults.dataDir))
     .addOption(setting('--swarm <id>', 'swarm id: names the topics and the DHT').default('main'))
     .addOption(
-      setting('--listen <addrs>', 'comma-separated multiaddrs to listen on')
-        .default(list(defaults.listen), defaults.listen)
-        .argParser(list),
+      setting('--listen <addrs>', 'comma-separated multiaddrs to listen on (or the flag repeated)')
+        .default(listen, defaults.listen)
+        .argParser(repeatableList(listen)),
     )
-    .addOption(setting('--announce <addrs>', 'comma-separated multiaddrs to tell peers instead').argParser(list))
     .addOption(
-      setting('--bootstrap <addrs>', 'comma-separated seed multiaddrs, each ending /p2p/<peer id>')
-        .default([...DEFAULT_BOOTSTRAP], DEFAULT_BOOTSTRAP.length === 0 ? 'none' : DEFAULT_BOOTSTRAP.join(','))
-        .argParser(list),
+      setting(
+        '--announce <addrs>',
+        'comma-separated multiaddrs to tell peers instead (or the flag repeated)',
+      ).argParser(repeatableList([])),
+    )
+    .addOption(
+      setting(
+        '--bootstrap <addrs>',
+        'comma-separated seed multiaddrs, each ending /p2p/<peer id> (or the flag repeated)',
+      )
+        .default(seeds, DEFAULT_BOOTSTRAP.length === 0 ? 'none' : DEFAULT_BOOTSTRAP.join(','))
+        .argParser(repeatableList(seeds)),
     )
     .addOption(setting('--no-mdns', 'do not look for peers on the local network'))
     .addOption(setting('--upnp', 'ask the router to forward a port (UPnP / NAT-PMP), so peers can dial in directly'))
@@ -158,7 +180,7 @@ export function settingValue(file: string, key: string, option: Option, value: u
   if (typeof text !== 'string' && typeof text !== 'number') {
     throw new NodeError(
       'BAD_CONFIG',
-      `${file}: ${key} must be a ${option.parseArg === list ? 'list of strings' : 'string or number'}`,
+      `${file}: ${key} must be a ${listParsers.has(option.parseArg as never) ? 'list of strings' : 'string or number'}`,
     );
   }
   if (option.parseArg === undefined) return String(text);

@@ -56,6 +56,16 @@ describe('settings', () => {
     expect((await settings([])).bootstrap).toEqual([]);
   });
 
+  it('add up a repeated list flag, commas or not, in place of the default', async () => {
+    const [a, b, c] = ['/dns4/a/tcp/4117/p2p/A', '/dns4/b/tcp/4117/p2p/B', '/dns4/c/tcp/4117/p2p/C'];
+    expect((await settings(['--bootstrap', a, '--bootstrap', `${b},${c}`])).bootstrap).toEqual([a, b, c]);
+    expect((await settings(['--listen', '/ip4/127.0.0.1/tcp/1'])).listen).toEqual(['/ip4/127.0.0.1/tcp/1']);
+    expect((await settings([])).listen).toEqual(['/ip4/0.0.0.0/tcp/0']);
+    // The variable stands in for the flag: the command line, when given, replaces it.
+    expect((await settings([], undefined, { SWARM_NODE_BOOTSTRAP: `${a},${b}` })).bootstrap).toEqual([a, b]);
+    expect((await settings(['--bootstrap', c], undefined, { SWARM_NODE_BOOTSTRAP: a })).bootstrap).toEqual([c]);
+  });
+
   it('refuse unknown keys, wrong types, bad values and broken files, naming the file', async () => {
     await expect(settings([], { swarmId: 'x' })).rejects.toThrow(
       /unknown setting "swarmId"; known settings are .*swarm/,
