@@ -250,12 +250,7 @@ function showStatus(status) {
 /** Reachability, relays and the bootstrap peers' diagnoses (network-status.ts). */
 function showNetwork(network, training) {
   text('peers-direct', network ? `${network.peers?.direct ?? '-'} / ${network.peers?.relayed ?? '-'}` : '-');
-  text(
-    'reachability',
-    network?.reachability === 'public'
-      ? 'yes (a public address is confirmed)'
-      : 'not known: behind NAT, or not checked yet',
-  );
+  text('reachability', network?.reachability === 'public' ? 'yes, confirmed' : 'not confirmed (NAT?)');
   const relay = network?.relayReservations;
   const held = Array.isArray(relay?.held) ? relay.held : [];
   text(
