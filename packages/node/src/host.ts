@@ -400,8 +400,18 @@ function hostError(error: unknown, listen: string[]): Error {
 }
 
 /** Redial waits per key: 1 s doubling to 5 min after each failure, and no second dial while one is in flight. */
-class Backoff {
+export class Backoff {
+  /** Peers that failed, least recently first; the oldest past `max` are forgotten (dialled again sooner, no harm). */
   readonly #state = new Map<string, { next: number; delay: number }>();
+  readonly #max: number;
+
+  constructor(max = 4096) {
+    this.#max = max;
+  }
+
+  get size(): number {
+    return this.#state.size;
+  }
 
   ready(key: string, now = Date.now()): boolean {
     return (this.#state.get(key)?.next ?? 0) <= now;
@@ -410,11 +420,17 @@ class Backoff {
   attempt(key: string, dial: () => Promise<unknown>): void {
     if (!this.ready(key)) return;
     const delay = this.#state.get(key)?.delay ?? 1000;
-    this.#state.set(key, { next: Number.POSITIVE_INFINITY, delay });
+    this.#set(key, { next: Number.POSITIVE_INFINITY, delay });
     dial().then(
       () => this.#state.delete(key),
-      () => this.#state.set(key, { next: Date.now() + delay, delay: Math.min(delay * 2, 300_000) }),
+      () => this.#set(key, { next: Date.now() + delay, delay: Math.min(delay * 2, 300_000) }),
     );
+  }
+
+  #set(key: string, value: { next: number; delay: number }): void {
+    this.#state.delete(key);
+    this.#state.set(key, value);
+    if (this.#state.size > this.#max) this.#state.delete(this.#state.keys().next().value as string);
   }
 }
 
