@@ -216,4 +216,37 @@ describe('swarm-node start with a seed that does not answer', () => {
     expect(stderr).toMatch(/^no bootstrap peer answers: training alone until one does/m);
     expect(stdout.match(/^round \d+ +reward/gm)).toHaveLength(2);
   });
+
+  it('logs each seed’s diagnosis and the training alone as JSON events with --json, for every --bootstrap given', async () => {
+    const seeds = await Promise.all(
+      [0, 1].map(
+        async () =>
+          `/ip4/127.0.0.1/tcp/${await closedPort()}/p2p/${peerIdFromPrivateKey(await generateKeyPair('Ed25519'))}`,
+      ),
+    );
+    const { stdout } = await promisify(execFile)(
+      process.execPath,
+      [BIN, 'start', '--data-dir', join(dir, 'json'), '--rounds', '2', '--json', '--no-mdns', '--no-status']
+        .concat(['--listen', '/ip4/127.0.0.1/tcp/0'])
+        .concat(seeds.flatMap((seed) => ['--bootstrap', seed])),
+      { encoding: 'utf8', timeout: 240_000 },
+    );
+    const events = stdout
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line) as { event: string; [key: string]: unknown });
+    const told = events.filter((e) => e.event === 'seed');
+    expect(told.map((e) => e.address).sort()).toEqual([...seeds].sort());
+    for (const event of told) {
+      expect(event).toMatchObject({ problem: 'refused', message: expect.stringMatching(/^nothing listens at/) });
+      expect(Date.parse(event.nextTry as string)).toBeGreaterThan(Date.parse(event.time as string));
+    }
+    expect(events.filter((e) => e.event === 'alone')).toMatchObject([
+      { note: expect.stringMatching(/training alone/) },
+    ]);
+    // Told once both had failed, not after the first.
+    const index = (test: (e: { event: string }) => boolean) => events.findIndex(test);
+    expect(index((e) => e.event === 'alone')).toBeGreaterThan(events.findLastIndex((e) => e.event === 'seed'));
+    expect(events.filter((e) => e.event === 'round')).toHaveLength(2);
+  });
 });
