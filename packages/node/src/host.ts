@@ -97,8 +97,10 @@ export interface RelayLimits {
 /**
  * libp2p's defaults (2 min and 128 KiB a relayed connection) carry a few rounds of gossip at best.
  * A node publishes about 2.6 KiB of rollouts a round with the embedded model and receives its mesh
- * peers' (docs/BENCHMARKS.md: 20–70 KiB of wire a round in 8–16-node swarms); 64 MiB for an hour
- * carries a thousand such rounds, or 128 of the largest legal rollout messages (512 KiB). The cost to
+ * peers' (docs/BENCHMARKS.md: 20–70 KiB of wire a round in 8–16-node swarms). Measured through a
+ * seed ("Relay" there), one relayed connection carried 17–44 KiB a round with 2–8 NAT'd nodes, so
+ * 64 MiB carries about 1 500–3 900 rounds (at those nodes' pace the data, not the hour, closed it:
+ * after 30–68 min; the keeper redials), or 128 of the largest legal rollout messages (512 KiB). The cost to
  * the relay: every relayed byte crosses it twice (in and out), so one relayed connection is at most
  * 128 MiB of the seed's traffic in its hour; R reserved nodes each reached by k peers cost at most
  * R·k·128 MiB an hour (R ≤ maxReservations; k is about --min-peers).

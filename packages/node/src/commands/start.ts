@@ -281,7 +281,7 @@ export function bootstrapCommand(): Command {
     .addHelpText(
       'after',
       `\nRelay: a node behind NAT reserves a slot here and is reached through this seed. With the defaults one relayed
-connection carries up to ${RELAY_LIMITS.dataBytes / 2 ** 20} MiB for up to ${RELAY_LIMITS.durationMs / 60_000} min (about a thousand rounds of the embedded model's gossip),
+connection carries up to ${RELAY_LIMITS.dataBytes / 2 ** 20} MiB for up to ${RELAY_LIMITS.durationMs / 60_000} min (1 500-3 900 rounds of the embedded model's gossip, measured: docs/BENCHMARKS.md "Relay"),
 so it costs this seed at most ${(2 * RELAY_LIMITS.dataBytes) / 2 ** 20} MiB of traffic; R reserved nodes each reached by k peers cost at most R·k times that an hour.`,
     )
     .action(async (_options, cmd: Command) => {
