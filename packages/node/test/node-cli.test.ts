@@ -79,6 +79,23 @@ describe('swarm-node node commands', () => {
       /PEFT/,
     );
 
+    // eval: the folder's base alone, then with the adapters the node trained; adapters without their base are refused.
+    const checkpoint = /checkpoint=(\S+\.safetensors)/.exec(run.stdout)?.[1] as string;
+    const fast = ['--tasks', '1', '--samples', '2', '--max-new-tokens', '4', '--families', 'reverse'];
+    const base = swarmNode('eval', '--model', model, ...fast);
+    expect(base.code).toBe(0);
+    expect(base.stdout).toMatch(/^.*tiny without adapters \(the base\), backend wasm/);
+    expect(base.stdout).toMatch(/^\| reverse( \| \d+ % \(\d+ %\)){5} \|$/m);
+    const trained = JSON.parse(
+      swarmNode('eval', '--model', model, '--checkpoint', checkpoint, ...fast, '--json').stdout,
+    );
+    expect(trained).toMatchObject({ model, checkpoint, step: expect.any(Number), samples: 2 });
+    expect(trained.parameters).toBeGreaterThan(0);
+    expect(trained.cells).toHaveLength(5);
+    const alone = swarmNode('eval', '--checkpoint', checkpoint, ...fast);
+    expect(alone.code).toBe(1);
+    expect(alone.stderr).toMatch(/holds LoRA adapters of a model folder \(.*\): pass that folder as --model/);
+
     const embedded = swarmNode('start', '--data-dir', data, '--rounds', '1', ...LOOPBACK);
     expect(embedded.code).toBe(1);
     expect(embedded.stderr).toMatch(

@@ -6,7 +6,7 @@
  * tasks, seeded `seed`, `seed + 1`, …, and reports the pass rate (mean reward) and the share of
  * groups with signal (neither all right nor all wrong): the groups SAPO can learn from.
  */
-import { generate, type Policy, type Tokenizer } from '@swarm-node/sapo';
+import { type CausalLM, generate, type Tokenizer } from '@swarm-node/sapo';
 import { FAMILIES, getFamily, MAX_SEED, type TaskFamily } from '@swarm-node/tasks';
 
 /** One cell of the table. */
@@ -92,7 +92,11 @@ function plan(options: PassRateOptions): { family: TaskFamily; difficulty: numbe
  * and a cell's numbers do not depend on which other cells are evaluated. Throws a RangeError for
  * an option out of range and an UnknownFamilyError (a TaskError) for an unknown family.
  */
-export function evaluatePassRates(policy: Policy, tokenizer: Tokenizer, options: PassRateOptions = {}): PassRateCell[] {
+export function evaluatePassRates(
+  policy: CausalLM,
+  tokenizer: Tokenizer,
+  options: PassRateOptions = {},
+): PassRateCell[] {
   const taskCount = positive('tasks', options.tasks ?? PASS_RATE_DEFAULTS.tasks);
   const samples = positive('samples', options.samples ?? PASS_RATE_DEFAULTS.samples);
   const maxNewTokens = positive('maxNewTokens', options.maxNewTokens ?? PASS_RATE_DEFAULTS.maxNewTokens);

@@ -4,6 +4,7 @@ import {
   type BackendInfo,
   type BackendName,
   ByteTokenizer,
+  type CausalLM,
   CheckpointError,
   describeBackend,
   EMBEDDED_MODEL_PATH,
@@ -18,6 +19,7 @@ import {
 import { familyNames, getFamily, MAX_SEED } from '@swarm-node/tasks';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { integer } from '../config.js';
+import { openModelFolderLearner } from './model-folder.js';
 
 function familyList(value: string): string[] {
   const names = value
@@ -45,6 +47,7 @@ function backendName(value: string): BackendName | 'auto' {
 
 interface EvalOptions {
   checkpoint: string;
+  model?: string;
   tasks: number;
   samples: number;
   maxNewTokens: number;
@@ -56,8 +59,12 @@ interface EvalOptions {
 
 /** What `swarm-node eval --json` prints. */
 export interface EvalReport {
-  checkpoint: string;
+  /** The checkpoint evaluated; null for a model folder's base without adapters. */
+  checkpoint: string | null;
+  /** The Hugging Face model folder (--model), or null for the embedded model. */
+  model: string | null;
   step: number;
+  /** The policy's trainable parameters: the whole embedded model, or a folder's LoRA adapters. */
   parameters: number;
   backend: BackendInfo;
   tasks: number;
@@ -69,19 +76,44 @@ export interface EvalReport {
   seconds: number;
 }
 
+/** A policy to evaluate, with the tokenizer its prompts go through. */
+interface Evaluated {
+  policy: CausalLM;
+  tokenizer: Tokenizer;
+  step: number;
+  release(): void;
+}
+
 /**
- * The policy in a checkpoint file. A missing, truncated, corrupt or mismatched file throws a
- * CheckpointError; it never falls back to a fresh model.
+ * The embedded model's policy in a checkpoint file. A missing, truncated, corrupt or mismatched
+ * file throws a CheckpointError; it never falls back to a fresh model.
  */
-async function loadPolicy(file: string, tokenizer: Tokenizer): Promise<{ policy: Policy; step: number }> {
-  const checkpoint = await loadCheckpoint(file, { tokenizer: tokenizer.id });
+async function embeddedPolicy(file: string): Promise<Evaluated> {
+  const tokenizer = new ByteTokenizer();
+  const checkpoint = await loadCheckpoint(file);
   try {
+    if (checkpoint.config.kind === 'lora') {
+      throw new CheckpointError(
+        'CHECKPOINT_MISMATCH',
+        file,
+        `${file} holds LoRA adapters of a model folder (${String(checkpoint.config.base)}): pass that folder as --model`,
+      );
+    }
+    if (checkpoint.tokenizer !== tokenizer.id) {
+      throw new CheckpointError(
+        'CHECKPOINT_MISMATCH',
+        file,
+        `checkpoint ${file} was trained with tokenizer "${checkpoint.tokenizer}", the embedded model uses "${tokenizer.id}"`,
+      );
+    }
     const config = checkpoint.config as unknown as PolicyConfig;
     if (config.vocabSize !== tokenizer.vocabSize) {
       throw new RangeError(`its vocabulary has ${String(config.vocabSize)} ids, the tokenizer ${tokenizer.vocabSize}`);
     }
-    return { policy: new Policy(config, checkpoint.weights), step: checkpoint.step };
+    const policy = new Policy(config, checkpoint.weights);
+    return { policy, tokenizer, step: checkpoint.step, release: () => policy.dispose() };
   } catch (error) {
+    if (error instanceof CheckpointError) throw error;
     throw new CheckpointError(
       'CHECKPOINT_MISMATCH',
       file,
@@ -94,6 +126,20 @@ async function loadPolicy(file: string, tokenizer: Tokenizer): Promise<{ policy:
   }
 }
 
+/** A model folder's base, with a node's adapters from `checkpoint` when given. */
+async function folderPolicy(model: string, checkpoint: string | null, backend: BackendInfo): Promise<Evaluated> {
+  const { learner, policy } = await openModelFolderLearner(model, checkpoint, backend);
+  return {
+    policy,
+    tokenizer: learner.tokenizer,
+    step: learner.steps,
+    release: () => {
+      learner.dispose();
+      policy.dispose();
+    },
+  };
+}
+
 export function evalCommand(): Command {
   return new Command('eval')
     .description(
@@ -103,6 +149,12 @@ export function evalCommand(): Command {
       new Option('-c, --checkpoint <file>', 'checkpoint file to evaluate').default(
         EMBEDDED_MODEL_PATH,
         'the embedded base model',
+      ),
+    )
+    .addOption(
+      new Option(
+        '--model <dir>',
+        'a Hugging Face model folder (Llama, Qwen2): its base, or with --checkpoint the LoRA adapters a node trained on it',
       ),
     )
     .addOption(
@@ -139,14 +191,23 @@ export function evalCommand(): Command {
         command.error(`error: --seed plus --tasks must keep task seeds within 0 to ${MAX_SEED}`, { exitCode: 2 });
       }
       const backend = await selectBackend({ backend: options.backend });
-      const tokenizer = new ByteTokenizer();
-      const { policy, step } = await loadPolicy(options.checkpoint, tokenizer);
+      // With --model, the default checkpoint (the embedded model's) means none: the folder's base alone.
+      const checkpoint =
+        options.model !== undefined && command.getOptionValueSource('checkpoint') === 'default'
+          ? null
+          : options.checkpoint;
+      const { policy, tokenizer, step, release } =
+        options.model === undefined
+          ? await embeddedPolicy(options.checkpoint)
+          : await folderPolicy(options.model, checkpoint, backend);
       const parameters = policy.parameterCount();
       const { tasks, samples, maxNewTokens, seed, json } = options;
       if (!json) {
-        console.log(
-          `checkpoint ${options.checkpoint}: step ${step}, ${parameters} parameters, backend ${describeBackend(backend)}`,
-        );
+        const what =
+          options.model === undefined
+            ? `checkpoint ${options.checkpoint}: step ${step}, ${parameters} parameters`
+            : `${options.model} ${checkpoint === null ? 'without adapters (the base)' : `with the adapters of ${checkpoint}: step ${step}, ${parameters} adapter parameters`}`;
+        console.log(`${what}, backend ${describeBackend(backend)}`);
         console.log(
           `${tasks} tasks x ${samples} samples per cell, at most ${maxNewTokens} new tokens, temperature 1, seed ${seed}\n`,
         );
@@ -174,12 +235,13 @@ export function evalCommand(): Command {
           },
         });
       } finally {
-        policy.dispose();
+        release();
       }
       const seconds = (performance.now() - started) / 1000;
       if (json) {
         const report: EvalReport = {
-          checkpoint: options.checkpoint,
+          checkpoint,
+          model: options.model ?? null,
           step,
           parameters,
           backend,

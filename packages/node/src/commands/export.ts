@@ -5,22 +5,18 @@
  */
 import { join } from 'node:path';
 import {
-  availableMemory,
   CheckpointError,
   latestCheckpoint,
-  loadCheckpoint,
-  openPretrainedLearner,
-  type PretrainedPolicy,
   selectBackend,
   WEIGHT_DTYPES,
   type WeightDtype,
-  weightCopiesOn,
   writeAdapterFolder,
   writeMergedFolder,
 } from '@swarm-node/sapo';
 import { Command, Option } from 'commander';
 import { DEFAULT_DATA_DIR } from '../config.js';
 import { CHECKPOINT_DIR } from '../swarm-node.js';
+import { openModelFolderLearner } from './model-folder.js';
 
 interface ExportOptions {
   model: string;
@@ -52,25 +48,7 @@ export function exportCommand(): Command {
         );
       }
       const backend = await selectBackend({ backend: 'auto' });
-      // The adapters' settings are the checkpoint's: read them before building the model they fit.
-      const saved = await loadCheckpoint(file);
-      for (const tensor of [...saved.weights.values(), ...saved.optimizer.values()]) tensor.dispose();
-      const { lora, contextLength } = saved.config as { lora?: PretrainedPolicy['lora']; contextLength?: number };
-      if (saved.config.kind !== 'lora' || lora === undefined) {
-        throw new CheckpointError(
-          'CHECKPOINT_MISMATCH',
-          file,
-          `${file} holds the embedded model, not adapters of a model folder: there is nothing to merge or export`,
-        );
-      }
-      const { learner } = await openPretrainedLearner(options.model, {
-        resume: file,
-        lora,
-        ...(contextLength === undefined ? {} : { contextLength }),
-        memory: availableMemory(backend.name),
-        weightCopies: weightCopiesOn(backend.tfBackend),
-      });
-      const policy = learner.policy as PretrainedPolicy;
+      const { learner, policy } = await openModelFolderLearner(options.model, file, backend);
       try {
         if (options.merge) await writeMergedFolder(policy, options.model, options.out, { dtype: options.dtype });
         else await writeAdapterFolder(policy, options.model, options.out);
