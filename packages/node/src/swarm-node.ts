@@ -117,7 +117,7 @@ export interface PeerWait {
   wanted: number;
   found: number;
   seconds: number;
-  /** True when `waitForPeersMs` passed first (or the node was stopped). */
+  /** True when `waitForPeersMs` passed first. */
   timedOut: boolean;
 }
 
@@ -494,7 +494,7 @@ export class SwarmNode extends EventEmitter<{ round: [RoundMetrics]; checkpoint:
     }
     const seconds = (performance.now() - start) / 1000;
     log('waited %ss for %d of %d peers', seconds.toFixed(1), found, wanted);
-    this.emit('waited', { wanted, found, seconds, timedOut: found < wanted });
+    if (!this.#stopping) this.emit('waited', { wanted, found, seconds, timedOut: found < wanted });
   }
 
   /** The node's one checkpoint writer: every `checkpointEvery` rounds and on stop. */
