@@ -86,7 +86,7 @@ describe('the memory plan', () => {
     );
   });
 
-  it('on wasm (weights held twice, a 4 GiB heap): keeps SmolLM2-135M packed, holds Qwen2.5-0.5B once, refuses what fits neither way', () => {
+  it('on wasm (weights held twice, a 4 GiB heap): keeps SmolLM2-135M packed, Qwen2.5-0.5B packed while sampling only, refuses what fits neither way', () => {
     const wasm = { bytes: WASM_HEAP_LIMIT, source: 'the wasm heap, 4 GiB at most' };
     const run = { ...RUN, contextLength: 160, weightCopies: 2 };
     // Measured (scripts/bench/learner.ts): a 4 × 128-token LoRA step of the SmolLM2-135M shape peaks at 1.6 GiB of heap.
@@ -94,13 +94,29 @@ describe('the memory plan', () => {
     expect(smol).toMatchObject({ fits: true, keepPackedWeights: true, microBatchRows: 4 });
     expect(smol.totalBytes).toBeGreaterThan(1.6 * GIB);
     expect(smol.totalBytes).toBeLessThan(3 * GIB);
-    // Held twice, Qwen2.5-0.5B's 1.84 GiB of weights leave no room (measured: generation reached
-    // 3 995 MiB and the step ran out of heap); held once, it fits.
+    // Held twice, Qwen2.5-0.5B's 1.84 GiB of weights leave the step no room (measured: generation
+    // reached 3 995 MiB and the step ran out of heap), but sampling has it (measured: see
+    // docs/BENCHMARKS.md); the step holds them once, with the same micro-batches as held once throughout.
     const qwenShape = pretrainedShape(QWEN25_05B, { rank: 16, targets: ALL });
     const qwen = planMemory(qwenShape, run, wasm);
-    expect(qwen).toMatchObject({ fits: true, keepPackedWeights: false, sampleRows: 8 });
-    expect(qwen.parts.weights).toBeLessThan(2 * GIB);
-    expect(qwen.summary).toMatch(/held once: wasm multiplies by transient copies, so sampling is slower/);
+    expect(qwen).toMatchObject({ fits: true, keepPackedWeights: 'sampling', sampleRows: 8, microBatchRows: 3 });
+    expect(qwen.parts.weights).toBeGreaterThan(3.7 * GIB);
+    expect(qwen.totalBytes).toBeGreaterThan(3995 * 2 ** 20);
+    expect(qwen.totalBytes).toBeLessThanOrEqual(WASM_HEAP_LIMIT);
+    expect(qwen.summary).toMatch(/while sampling \(wasm keeps its packed copies\), 1\.94 GiB in the step/);
+    // The default context: fewer rows sampled at once, still with the packed copies (a repacking per token costs more).
+    expect(planMemory(qwenShape, { ...run, contextLength: 384 }, wasm)).toMatchObject({
+      fits: true,
+      keepPackedWeights: 'sampling',
+      sampleRows: 3,
+      microBatchRows: 1,
+    });
+    // Where not even sampling has room for them (a 3.8 GiB cgroup), the base is held once throughout.
+    const cgroup = { bytes: 3.8 * GIB, source: 'the cgroup memory limit' };
+    const once = planMemory(qwenShape, run, cgroup);
+    expect(once).toMatchObject({ fits: true, keepPackedWeights: false, sampleRows: 8 });
+    expect(once.parts.weights).toBeLessThan(2 * GIB);
+    expect(once.summary).toMatch(/held once: wasm multiplies by transient copies, so sampling is slower/);
     const long = planMemory(qwenShape, { ...run, contextLength: 2048 }, wasm);
     expect(long).toMatchObject({ fits: false, keepPackedWeights: false });
     expect(long.summary).toMatch(/Use a shorter context \(now 2048 tokens\).*the heap stops at 4 GiB/);
