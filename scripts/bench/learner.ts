@@ -27,6 +27,12 @@
  * does with it: the build time, the memory plan, G = 8 completions of 128 new tokens from one
  * 32-token prompt with the KV cache, and the LoRA SAPO step on that group; then the same in
  * PyTorch (a Llama/Qwen2 of the same shape with the same adapters, one thread), and the ratios.
+ * Where the plan keeps the packed copies while sampling only (keepPackedWeights: 'sampling'), it
+ * then samples and steps once more: the second sampling packs the weights again, the step after
+ * it drops them again. --compare-transient then runs the base held once throughout
+ * (keepPackedWeights: false, the mode before 'sampling') in the same process, with the same rows:
+ * its generation of 16 new tokens per row (at ~1 token/s 128 would take a quarter of an hour)
+ * and its first step. --steps 0 times no steps past the first.
  *
  * Without --torch, the peer runs under $TORCH_PEER_PYTHON, else the first of `python3` and
  * `/usr/bin/python3` that imports torch (a pyenv `python3` on PATH may lack Debian's python3-torch).
@@ -50,6 +56,7 @@ import {
   expectedTensors,
   type GraphKind,
   generate,
+  type KeepPackedWeights,
   Policy,
   type PretrainedConfig,
   PretrainedPolicy,
@@ -76,6 +83,7 @@ const { values } = parseArgs({
     pretrained: { type: 'string' },
     baseline: { type: 'string' },
     'wasm-threads': { type: 'string' },
+    'compare-transient': { type: 'boolean', default: false },
   },
 });
 const BATCH = 32;
@@ -372,6 +380,9 @@ interface WasmPretrained {
   generation?: number;
   first?: number;
   step?: number;
+  /** 'sampling' only: generation and a step once more, after the step (packed again, dropped again). */
+  generationAgain?: number;
+  stepAgain?: number;
   completions?: number[][];
   failure?: string;
 }
@@ -385,10 +396,12 @@ async function wasmPretrained(
   prompt: number[],
   sampleRows: number,
   microBatchRows: number,
-  keepPackedWeights: boolean,
+  keepPackedWeights: KeepPackedWeights,
+  { newTokens, steps }: { newTokens: number; steps: number } = { newTokens: PRETRAINED_RUN.newTokens, steps: STEPS },
 ): Promise<WasmPretrained> {
-  const { newTokens, group } = PRETRAINED_RUN;
-  const contextLength = prompt.length + newTokens;
+  const { group } = PRETRAINED_RUN;
+  // The context of the full run, whatever newTokens: the same model and rotary tables.
+  const contextLength = prompt.length + PRETRAINED_RUN.newTokens;
   const result: WasmPretrained = {};
   const state = () => `RSS peak ${mib(peakRss())}, wasm heap ${mib(wasmHeap())}`;
   let phase = 'the build';
@@ -420,12 +433,17 @@ async function wasmPretrained(
     const prompts = Array.from({ length: group }, () => prompt);
     const sampling = { seed: 3, eos: [] as number[], microBatchRows: sampleRows };
     generate(policy, prompts.slice(0, 1), { ...sampling, maxNewTokens: 2 }); // warm-up
-    let from = performance.now();
-    const completions = generate(policy, prompts, { ...sampling, maxNewTokens: newTokens }).map((c) => c.tokens);
-    result.generation = (group * newTokens) / ((performance.now() - from) / 1000);
+    const timedGeneration = () => {
+      const from = performance.now();
+      const tokens = generate(policy, prompts, { ...sampling, maxNewTokens: newTokens }).map((c) => c.tokens);
+      return { tokens, perSecond: (group * newTokens) / ((performance.now() - from) / 1000) };
+    };
+    const sampled = timedGeneration();
+    const completions = sampled.tokens;
+    result.generation = sampled.perSecond;
     result.completions = completions;
     console.log(
-      `  generation  ${result.generation.toFixed(1)} tokens/s (${group} rows × ${newTokens}, KV cache, ${sampleRows} rows at once); ${state()}`,
+      `  generation  ${result.generation.toFixed(1)} tokens/s (${group} rows × ${newTokens}, KV cache, ${sampleRows} rows at once; packed copies: ${keepPackedWeights}); ${state()}`,
     );
 
     phase = 'the LoRA step';
@@ -442,16 +460,37 @@ async function wasmPretrained(
         rewards: completions.map((_, i) => i % 2),
       },
     ];
-    from = performance.now();
-    learner.step(groups, []);
-    result.first = (performance.now() - from) / 1000;
-    from = performance.now();
-    if (values.profile) profile('the LoRA step', () => learner.step(groups, []), STEPS);
-    else for (let i = 0; i < STEPS; i++) learner.step(groups, []);
-    result.step = (performance.now() - from) / 1000 / STEPS;
-    console.log(
-      `  LoRA step   ${result.step.toFixed(1)} s (${STEPS} timed after a first of ${result.first.toFixed(1)} s; ${group} rows × ${contextLength - 1} tokens in micro-batches of ${microBatchRows}); ${state()}\n`,
-    );
+    const timedStep = () => {
+      const from = performance.now();
+      learner.step(groups, []);
+      return (performance.now() - from) / 1000;
+    };
+    result.first = timedStep();
+    const rowsTokens = `${group} rows × ${prompt.length + newTokens - 1} tokens in micro-batches of ${microBatchRows}`;
+    if (steps > 0) {
+      const from = performance.now();
+      if (values.profile) profile('the LoRA step', () => learner.step(groups, []), steps);
+      else for (let i = 0; i < steps; i++) learner.step(groups, []);
+      result.step = (performance.now() - from) / 1000 / steps;
+      console.log(
+        `  LoRA step   ${result.step.toFixed(1)} s (${steps} timed after a first of ${result.first.toFixed(1)} s; ${rowsTokens}); ${state()}\n`,
+      );
+    } else {
+      console.log(`  LoRA step   first ${result.first.toFixed(1)} s (${rowsTokens}); ${state()}\n`);
+    }
+    if (keepPackedWeights === 'sampling') {
+      // A round's cycle once more: sampling packs the base again (its first token), the step drops it again.
+      phase = 'generation after a step';
+      result.generationAgain = timedGeneration().perSecond;
+      console.log(
+        `  generation after the step  ${result.generationAgain.toFixed(1)} tokens/s (its first token packs the base again); ${state()}`,
+      );
+      phase = 'the LoRA step after it';
+      result.stepAgain = timedStep();
+      console.log(
+        `  LoRA step after it  ${result.stepAgain.toFixed(1)} s (the packed copies dropped first); ${state()}\n`,
+      );
+    }
     learner.dispose();
     policy.dispose();
   } catch (error) {
@@ -492,6 +531,22 @@ async function pretrainedBench(name: string): Promise<void> {
     ? await wasmPretrained(config, prompt, plan.sampleRows, microBatchRows, plan.keepPackedWeights)
     : { failure: 'not run: the memory plan refuses it (above)' };
   if (ours.failure !== undefined) console.log(`  ${ours.failure}\n`);
+  if (values['compare-transient'] && plan.keepPackedWeights === 'sampling' && ours.failure === undefined) {
+    console.log('  the same, the base held once throughout (keepPackedWeights: false, transient copies):');
+    const newTokens = 16;
+    const transient = await wasmPretrained(config, prompt, plan.sampleRows, microBatchRows, false, {
+      newTokens,
+      steps: 0,
+    });
+    if (transient.failure !== undefined) console.log(`  ${transient.failure}\n`);
+    else {
+      const ratio = (a?: number, b?: number) => (a === undefined || b === undefined ? '?' : (a / b).toFixed(2));
+      console.log(
+        `  'sampling' / false: generation ${ratio(ours.generation, transient.generation)}x the tokens/s (after a step: ${ratio(ours.generationAgain, transient.generation)}x), ` +
+          `first step ${ratio(ours.first, transient.first)}x the time (after the second sampling: ${ratio(ours.stepAgain, transient.first)}x)\n`,
+      );
+    }
+  }
 
   const python = findPython();
   if ('missing' in python) {
