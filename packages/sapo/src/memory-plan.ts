@@ -15,7 +15,8 @@
  *   held once, plus one block and its packed copy, for much slower sampling;
  * - while sampling, the weights and their packed copies are counted exactly (measured: a packed
  *   copy is its matrix's size) and the slack covers the rest; the step's estimate keeps the slack
- *   on everything (its transient blocks and the tape's copies churn the allocator);
+ *   on everything (its transient blocks and the tape's copies churn the allocator) but the head's
+ *   packed copy that 'sampling' keeps through it;
  * - tfjs's tape keeps about 6× the activations a layer's equations name (it copies what it saves
  *   on wasm); the pre-trained policy checkpoints each layer, keeping ~17 × hidden floats a token a
  *   layer and one layer's full activations during its recomputation;
@@ -201,7 +202,9 @@ function bytesFor(
   // product's copy of a block of a frozen matrix and its packed copy.
   const packed = once * (run.weightCopies ?? 1);
   const transient = once + 2 * Math.min(largestWeightBytes(model), TRANSIENT_BLOCK_BYTES);
-  const stepWeights = keepPacked === true ? packed : transient;
+  // 'sampling' keeps the vocabulary head's packed copy through the step (pretrained.ts, #recreateBase).
+  const headPacked = keepPacked === 'sampling' ? model.vocab * model.hidden * FLOAT * ((run.weightCopies ?? 1) - 1) : 0;
+  const stepWeights = keepPacked === true ? packed : transient + headPacked;
   const samplingWeights = keepPacked === false ? transient : packed;
   // The trainable weights again as gradients, and once more as the KL reference when β > 0.
   const trainable = model.trainableParameters * FLOAT * (run.reference ? 2 : 1);
@@ -210,7 +213,7 @@ function bytesFor(
   const sampling = samplingBytes(model, sampleRows, run.contextLength);
   // Sampling and the step never run at once: the larger of the two is what the heap must hold.
   // ('sampling' re-creates the base between them through JavaScript memory: no heap of its own.)
-  const stepTotal = SLACK * (stepWeights + trainable + optimizer + stepActivations);
+  const stepTotal = SLACK * (stepWeights - headPacked + trainable + optimizer + stepActivations) + headPacked;
   const samplingTotal = samplingWeights + SLACK * (trainable + optimizer + sampling);
   const weights = Math.max(stepWeights, samplingWeights);
   const parts = { weights, trainable, optimizer, stepActivations, sampling };

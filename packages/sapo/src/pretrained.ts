@@ -426,9 +426,10 @@ export class PretrainedPolicy implements CausalLM {
   readonly #times: (a: tf.Tensor, b: tf.Tensor) => tf.Tensor;
   /** Attention's products [batch, kvHeads, m, k]·[batch, kvHeads, k, n]. */
   readonly #headsTimes: (a: tf.Tensor, b: tf.Tensor) => tf.Tensor;
-  /** How sampling (forward, logits) and the step (tokenLogProbs*) multiply by the base. */
+  /** How sampling (forward, logits) and the step (tokenLogProbs*) multiply by the base, and the step by the head. */
   readonly #samplingProducts: FrozenProducts;
   readonly #stepProducts: FrozenProducts;
+  readonly #stepHeadProducts: FrozenProducts;
   /** Whether XNNPACK holds packed copies of the base that the next step has no room for ('sampling' on wasm). */
   #packedForSampling = false;
 
@@ -461,6 +462,8 @@ export class PretrainedPolicy implements CausalLM {
     const transient = { times: (x: tf.Tensor2D, w: tf.Tensor2D) => transientOperand(x, w), timesTransposed };
     this.#samplingProducts = this.keepPackedWeights === false ? transient : kept;
     this.#stepProducts = this.keepPackedWeights === true ? kept : transient;
+    // 'sampling' keeps the head's packed copy through the step (#recreateBase), so the step multiplies by it.
+    this.#stepHeadProducts = this.keepPackedWeights === false ? transient : kept;
 
     const adopted = base === PretrainedPolicy.#adopting;
     this.#base = new Map();
@@ -575,7 +578,10 @@ export class PretrainedPolicy implements CausalLM {
   // copies) makes it about 10x slower; a step multiplies each a few times per micro-batch, where a
   // repacking weighs little, but needs the room. So in 'sampling' mode sampling keeps XNNPACK's
   // packed copies, and the first step after it drops them, by re-creating the base's tensors (a
-  // packed copy lives as long as its tensor), and multiplies by transient copies.
+  // packed copy lives as long as its tensor), and multiplies by transient copies. All but the
+  // vocabulary head's: the largest matrix (Qwen2.5: 544 MB), it could not be packed again after a
+  // step (measured: no free block that large was left in the heap, and XNNPACK could not create its
+  // product), so it stays packed, and the step multiplies by it directly.
 
   /** How sampling multiplies by the base; in 'sampling' mode on wasm, noting that XNNPACK now keeps packed copies of it. */
   #forSampling(): FrozenProducts {
@@ -593,13 +599,14 @@ export class PretrainedPolicy implements CausalLM {
   }
 
   /**
-   * Every base matrix re-created, one at a time: its values out of the wasm heap into JavaScript,
-   * the tensor (and with it XNNPACK's packed copy) disposed, and the values back in, so the heap
-   * never holds a matrix more than once and refills the space the old one left.
+   * Every base matrix but the head re-created, one at a time: its values out of the wasm heap into
+   * JavaScript, the tensor (and with it XNNPACK's packed copy) disposed, and the values back in, so
+   * the heap never holds a matrix more than once and refills the space the old one left.
    */
   #recreateBase(): void {
+    const head = this.#head;
     for (const [name, w] of this.#base) {
-      if (w.rank !== 2) continue; // RMSNorm weights and biases are never a product's operand
+      if (w.rank !== 2 || w === head) continue; // RMSNorm weights and biases are never a product's operand
       const [values, shape] = [w.dataSync() as Float32Array, w.shape as [number, number]];
       w.dispose();
       // Kept: a step may call this inside a tidy, which must not dispose the base.
@@ -802,7 +809,7 @@ export class PretrainedPolicy implements CausalLM {
       rows = tf.reshape(hidden, [batch * steps, this.config.hiddenSize]) as tf.Tensor2D;
     }
     const flatTargets = tf.reshape(targets, [-1]) as tf.Tensor1D;
-    const { logProbs, entropy } = vocabularyTerms(rows, this.#head, flatTargets, frozen);
+    const { logProbs, entropy } = vocabularyTerms(rows, this.#head, flatTargets, this.#stepHeadProducts);
     return {
       logProbs: tf.reshape(logProbs, [batch, steps]) as tf.Tensor2D,
       entropy: tf.reshape(entropy, [batch, steps]) as tf.Tensor2D,
