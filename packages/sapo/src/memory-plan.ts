@@ -11,12 +11,11 @@
  *   wasm the weights are held twice (`weightCopies`); where that does not fit the step, the plan
  *   keeps them only while sampling (`keepPackedWeights: 'sampling'`: held once during the step,
  *   which multiplies by transient copies), and where sampling has no room for them either, it has
- *   a pre-trained base multiplied by transient copies throughout (`keepPackedWeights: false`):
- *   held once, plus one block and its packed copy, for much slower sampling;
- * - while sampling, the weights and their packed copies are counted exactly (measured: a packed
- *   copy is its matrix's size) and the slack covers the rest; the step's estimate keeps the slack
- *   on everything (its transient blocks and the tape's copies churn the allocator) but the head's
- *   packed copy that 'sampling' keeps through it;
+ *   a pre-trained base multiplied by transient copies throughout, all but the vocabulary head
+ *   ('head') or all (false): held once, plus one block and its packed copy, for slower sampling;
+ * - the slack covers the weights' packed copies too: counted exactly, Qwen2.5-0.5B's fitted one
+ *   sampling (3 918 MiB of heap), but not the next one after a step, whose packed copies no longer
+ *   found room in a heap the step had fragmented (docs/BENCHMARKS.md);
  * - tfjs's tape keeps about 6× the activations a layer's equations name (it copies what it saves
  *   on wasm); the pre-trained policy checkpoints each layer, keeping ~17 × hidden floats a token a
  *   layer and one layer's full activations during its recomputation;
@@ -133,8 +132,9 @@ export interface MemoryPlan {
    * Whether the backend may keep its packed copies of the frozen weights (the weights held
    * `weightCopies` times): true where they fit the step; 'sampling' where they fit sampling
    * only (dropped before each step, which holds the weights once and multiplies by transient
-   * copies); false where they fit neither, and the model multiplies by transient copies
-   * throughout (PretrainedOptions.keepPackedWeights).
+   * copies); 'head' where only the vocabulary head's fits (the rest multiplied by transient
+   * copies); false where none does, and the model multiplies by transient copies throughout
+   * (PretrainedOptions.keepPackedWeights).
    */
   keepPackedWeights: KeepPackedWeights;
   /** The rows chosen (at most those asked for; 0 when not even one fits). */
@@ -202,10 +202,11 @@ function bytesFor(
   // product's copy of a block of a frozen matrix and its packed copy.
   const packed = once * (run.weightCopies ?? 1);
   const transient = once + 2 * Math.min(largestWeightBytes(model), TRANSIENT_BLOCK_BYTES);
-  // 'sampling' keeps the vocabulary head's packed copy through the step (pretrained.ts, #recreateBase).
-  const headPacked = keepPacked === 'sampling' ? model.vocab * model.hidden * FLOAT * ((run.weightCopies ?? 1) - 1) : 0;
+  // 'sampling' keeps the vocabulary head's packed copy through the step (pretrained.ts, #recreateBase), 'head' throughout.
+  const headCopies = keepPacked === 'sampling' || keepPacked === 'head' ? (run.weightCopies ?? 1) - 1 : 0;
+  const headPacked = model.vocab * model.hidden * FLOAT * headCopies;
   const stepWeights = keepPacked === true ? packed : transient + headPacked;
-  const samplingWeights = keepPacked === false ? transient : packed;
+  const samplingWeights = keepPacked === true || keepPacked === 'sampling' ? packed : transient + headPacked;
   // The trainable weights again as gradients, and once more as the KL reference when β > 0.
   const trainable = model.trainableParameters * FLOAT * (run.reference ? 2 : 1);
   const optimizer = 2 * model.trainableParameters * FLOAT; // Adam's two moments
@@ -213,11 +214,11 @@ function bytesFor(
   const sampling = samplingBytes(model, sampleRows, run.contextLength);
   // Sampling and the step never run at once: the larger of the two is what the heap must hold.
   // ('sampling' re-creates the base between them through JavaScript memory: no heap of its own.)
-  const stepTotal = SLACK * (stepWeights - headPacked + trainable + optimizer + stepActivations) + headPacked;
-  const samplingTotal = samplingWeights + SLACK * (trainable + optimizer + sampling);
+  const held = Math.max(stepWeights + stepActivations, samplingWeights + sampling);
+  const total = SLACK * (trainable + optimizer + held);
   const weights = Math.max(stepWeights, samplingWeights);
   const parts = { weights, trainable, optimizer, stepActivations, sampling };
-  return { parts, stepWeights, samplingWeights, total: Math.max(stepTotal, samplingTotal) };
+  return { parts, stepWeights, samplingWeights, total };
 }
 
 /** The largest tensors a model holds: the embedding (or head), or an MLP weight. */
@@ -230,14 +231,24 @@ const largestWeightBytes = (model: ModelShape) => Math.max(model.vocab, model.in
  * (keepPackedWeights: 'sampling'); where they do not fit sampling either, the base is held once
  * throughout (false); and when nothing fits, what the smallest needs.
  */
-export function planMemory(model: ModelShape, run: RunShape, limit: MemoryLimit): MemoryPlan {
+export function planMemory(
+  model: ModelShape,
+  run: RunShape,
+  limit: MemoryLimit,
+  /** Plan this way only (benchmarks compare them); by default, the first of them that fits. */
+  keepPackedWeights?: KeepPackedWeights,
+): MemoryPlan {
+  if (keepPackedWeights !== undefined) return planWith(model, run, limit, keepPackedWeights);
   const kept = planWith(model, run, limit, true);
   // Held once, only a frozen base can be (an embedded model's weights are all trained in place).
   if (kept.fits || (run.weightCopies ?? 1) === 1 || model.frozenParameters === 0) return kept;
-  // Even with fewer rows sampled at once: repacking every weight for each token (false) costs
-  // sampling more than the rows give back (Qwen2.5-0.5B: 1.1 against 12.8 tokens/s, 8 rows).
-  const whileSampling = planWith(model, run, limit, 'sampling');
-  if (whileSampling.fits) return whileSampling;
+  // Even with fewer rows at once: repacking every weight for each token (false) costs sampling
+  // more than the rows give back (Qwen2.5-0.5B: 1.1 against 12.8 tokens/s, 8 rows), and most of
+  // it is the vocabulary head's ('head' keeps that one packed).
+  for (const keep of ['sampling', 'head'] as const) {
+    const plan = planWith(model, run, limit, keep);
+    if (plan.fits) return plan;
+  }
   return planWith(model, run, limit, false);
 }
 
@@ -246,6 +257,9 @@ function heldWeights(keepPackedWeights: KeepPackedWeights, sampling: number, ste
   if (keepPackedWeights === true) return `weights ${gib(sampling)}`;
   if (keepPackedWeights === false) {
     return `weights ${gib(step)} (held once: wasm multiplies by transient copies, so sampling is slower)`;
+  }
+  if (keepPackedWeights === 'head') {
+    return `weights ${gib(step)} (held once but the vocabulary head: wasm multiplies by transient copies of the rest, so sampling is slower)`;
   }
   return `weights ${gib(sampling)} while sampling (wasm keeps its packed copies), ${gib(step)} in the step (re-created before it, then multiplied by transient copies)`;
 }

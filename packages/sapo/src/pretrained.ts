@@ -24,9 +24,9 @@
  * Memory, for the model's life: one copy of each base tensor (a tied embedding once), the
  * adapters, and the rotary tables [contextLength, headDim]. On wasm, XNNPACK also keeps a packed
  * copy of every matrix it has multiplied by, until that matrix is disposed: the base weights are
- * resident twice there, unless `keepPackedWeights: false` multiplies by transient copies, or
- * `'sampling'` keeps the packed copies only while sampling (see #forStep). A
- * training step keeps each layer's input, not its activations (gradient checkpointing,
+ * resident twice there, unless `keepPackedWeights: false` multiplies by transient copies,
+ * `'head'` by transient copies of all but the vocabulary head, or `'sampling'` keeps the packed
+ * copies only while sampling (see #forStep). A training step keeps each layer's input, not its activations (gradient checkpointing,
  * #checkpointed), and no [tokens, vocab] tensor past the loss, nor one of more than a block of
  * tokens in it (vocabularyTerms).
  *
@@ -102,14 +102,17 @@ export interface PretrainedOptions {
    * packed copies while sampling (forward, logits) and drops them before a step that follows by
    * re-creating the base tensors; the step (tokenLogProbs*) multiplies by transient copies: the
    * base is held twice while sampling, once during the step, and the first token sampled after a
-   * step packs it again. The memory plan chooses (MemoryPlan.keepPackedWeights). Same results in
-   * every mode; no effect on memory off wasm. Default true.
+   * step packs it again; the vocabulary head stays packed throughout. 'head' keeps the packed copy
+   * of the vocabulary head only (the largest matrix, a product per token) and multiplies by
+   * transient copies of every other matrix: the base held once, and the head twice. The memory
+   * plan chooses (MemoryPlan.keepPackedWeights). Same results in every mode; no effect on memory
+   * off wasm. Default true.
    */
   keepPackedWeights?: KeepPackedWeights;
 }
 
-/** Whether the base's packed copies are kept: always (true), never (false), or while sampling only. */
-export type KeepPackedWeights = boolean | 'sampling';
+/** Whether the base's packed copies are kept: always (true), never (false), while sampling only, or the head's only. */
+export type KeepPackedWeights = boolean | 'sampling' | 'head';
 
 /** Base weights by Hugging Face name, in the file's layout: tensors (float32) or their values. */
 export type BaseWeights = ReadonlyMap<string, tf.Tensor | Float32Array>;
@@ -426,10 +429,10 @@ export class PretrainedPolicy implements CausalLM {
   readonly #times: (a: tf.Tensor, b: tf.Tensor) => tf.Tensor;
   /** Attention's products [batch, kvHeads, m, k]·[batch, kvHeads, k, n]. */
   readonly #headsTimes: (a: tf.Tensor, b: tf.Tensor) => tf.Tensor;
-  /** How sampling (forward, logits) and the step (tokenLogProbs*) multiply by the base, and the step by the head. */
+  /** How sampling (forward) and the step (tokenLogProbs*) multiply by the layers' matrices, and both by the head. */
   readonly #samplingProducts: FrozenProducts;
   readonly #stepProducts: FrozenProducts;
-  readonly #stepHeadProducts: FrozenProducts;
+  readonly #headProducts: FrozenProducts;
   /** Whether XNNPACK holds packed copies of the base that the next step has no room for ('sampling' on wasm). */
   #packedForSampling = false;
 
@@ -460,10 +463,11 @@ export class PretrainedPolicy implements CausalLM {
     const timesTransposed = fast ? explicitTranspose : transposedOperand;
     const kept = { times: keptOperand, timesTransposed };
     const transient = { times: (x: tf.Tensor2D, w: tf.Tensor2D) => transientOperand(x, w), timesTransposed };
-    this.#samplingProducts = this.keepPackedWeights === false ? transient : kept;
-    this.#stepProducts = this.keepPackedWeights === true ? kept : transient;
-    // 'sampling' keeps the head's packed copy through the step (#recreateBase), so the step multiplies by it.
-    this.#stepHeadProducts = this.keepPackedWeights === false ? transient : kept;
+    const keep = this.keepPackedWeights;
+    this.#samplingProducts = keep === true || keep === 'sampling' ? kept : transient;
+    this.#stepProducts = keep === true ? kept : transient;
+    // 'sampling' keeps the head's packed copy through the step too (#recreateBase).
+    this.#headProducts = keep === false ? transient : kept;
 
     const adopted = base === PretrainedPolicy.#adopting;
     this.#base = new Map();
@@ -575,7 +579,7 @@ export class PretrainedPolicy implements CausalLM {
   // ---- packed copies: kept while sampling, dropped before a step ('sampling') ------------------
   //
   // Sampling multiplies every base matrix once per token, so repacking them each time (transient
-  // copies) makes it about 10x slower; a step multiplies each a few times per micro-batch, where a
+  // copies) makes it about 10x slower, most of it the head's ('head' keeps only that one); a step multiplies each a few times per micro-batch, where a
   // repacking weighs little, but needs the room. So in 'sampling' mode sampling keeps XNNPACK's
   // packed copies, and the first step after it drops them, by re-creating the base's tensors (a
   // packed copy lives as long as its tensor), and multiplies by transient copies. All but the
@@ -773,7 +777,7 @@ export class PretrainedPolicy implements CausalLM {
   /** Logits over the vocabulary for hidden states [batch, steps, d] → [batch, steps, vocab]. */
   logits(hidden: tf.Tensor3D): tf.Tensor3D {
     const [batch, steps, d] = hidden.shape;
-    const flat = frozenMatmul(tf.reshape(hidden, [batch * steps, d]), this.#head, this.#forSampling());
+    const flat = frozenMatmul(tf.reshape(hidden, [batch * steps, d]), this.#head, this.#headProducts);
     return tf.reshape(flat, [batch, steps, this.config.vocabSize]);
   }
 
@@ -809,7 +813,7 @@ export class PretrainedPolicy implements CausalLM {
       rows = tf.reshape(hidden, [batch * steps, this.config.hiddenSize]) as tf.Tensor2D;
     }
     const flatTargets = tf.reshape(targets, [-1]) as tf.Tensor1D;
-    const { logProbs, entropy } = vocabularyTerms(rows, this.#head, flatTargets, this.#stepHeadProducts);
+    const { logProbs, entropy } = vocabularyTerms(rows, this.#head, flatTargets, this.#headProducts);
     return {
       logProbs: tf.reshape(logProbs, [batch, steps]) as tf.Tensor2D,
       entropy: tf.reshape(entropy, [batch, steps]) as tf.Tensor2D,

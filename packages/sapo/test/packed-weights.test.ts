@@ -64,7 +64,7 @@ describe("keepPackedWeights: 'sampling' on wasm", () => {
     if (dir !== '') await rm(dir, { recursive: true, force: true });
   });
 
-  it('samples the same tokens and takes the same steps, to the same adapters, as true and false', async () => {
+  it("samples the same tokens and takes the same steps, to the same adapters, as true, false and 'head'", async () => {
     dir = await mkdtemp(join(tmpdir(), 'packed-while-sampling-'));
     const model = await writeTinyModel(dir, { architecture: 'qwen2', seed: 3 });
     const folder = await openModelFolder(model.dir);
@@ -109,6 +109,7 @@ describe("keepPackedWeights: 'sampling' on wasm", () => {
     const whileSampling = await rounds('sampling');
     expect(whileSampling).toEqual(await rounds(false));
     expect(whileSampling).toEqual(await rounds(true));
+    expect(whileSampling).toEqual(await rounds('head'));
     await folder.close();
   });
 });
