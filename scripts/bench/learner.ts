@@ -29,10 +29,12 @@
  * PyTorch (a Llama/Qwen2 of the same shape with the same adapters, one thread), and the ratios.
  * Where the plan keeps the packed copies while sampling only (keepPackedWeights: 'sampling'), it
  * then samples and steps once more: the second sampling packs the weights again, the step after
- * it drops them again. --compare-transient then runs the base held once throughout
- * (keepPackedWeights: false, the mode before 'sampling') in the same process, with the same rows:
- * its generation of 16 new tokens per row (at ~1 token/s 128 would take a quarter of an hour)
- * and its first step. --steps 0 times no steps past the first.
+ * it drops them again. Where the plan keeps some but not all packed copies ('sampling', 'head'),
+ * --compare-transient then runs the base held once throughout (keepPackedWeights: false, the
+ * mode before them) in the same process, with that mode's own plan: its generation of 16 new
+ * tokens per row (at ~1 token/s 128 would take a quarter of an hour) and its first step, on the
+ * completions the first run sampled.
+ * --steps 0 times no steps past the first.
  *
  * Without --torch, the peer runs under $TORCH_PEER_PYTHON, else the first of `python3` and
  * `/usr/bin/python3` that imports torch (a pyenv `python3` on PATH may lack Debian's python3-torch).
@@ -397,7 +399,10 @@ async function wasmPretrained(
   sampleRows: number,
   microBatchRows: number,
   keepPackedWeights: KeepPackedWeights,
-  { newTokens, steps }: { newTokens: number; steps: number } = { newTokens: PRETRAINED_RUN.newTokens, steps: STEPS },
+  { newTokens, steps, train }: { newTokens: number; steps: number; train?: number[][] | undefined } = {
+    newTokens: PRETRAINED_RUN.newTokens,
+    steps: STEPS,
+  },
 ): Promise<WasmPretrained> {
   const { group } = PRETRAINED_RUN;
   // The context of the full run, whatever newTokens: the same model and rotary tables.
@@ -447,6 +452,8 @@ async function wasmPretrained(
     );
 
     phase = 'the LoRA step';
+    // The step trains on `train` where given (another run's completions: the same batch), else on what was sampled.
+    const batch = train ?? completions;
     const learner = new SapoLearner(policy, new IdTokenizer(config.vocabSize, prompt), {
       localGroups: 1,
       externalGroups: 0,
@@ -455,9 +462,9 @@ async function wasmPretrained(
     const groups: RolloutGroup[] = [
       {
         prompt: '',
-        completions: completions.map(() => ''),
-        completionTokens: completions,
-        rewards: completions.map((_, i) => i % 2),
+        completions: batch.map(() => ''),
+        completionTokens: batch,
+        rewards: batch.map((_, i) => i % 2),
       },
     ];
     const timedStep = () => {
@@ -466,7 +473,7 @@ async function wasmPretrained(
       return (performance.now() - from) / 1000;
     };
     result.first = timedStep();
-    const rowsTokens = `${group} rows × ${prompt.length + newTokens - 1} tokens in micro-batches of ${microBatchRows}`;
+    const rowsTokens = `${group} rows × ${prompt.length + (batch[0]?.length ?? 0) - 1} tokens in micro-batches of ${microBatchRows}`;
     if (steps > 0) {
       const from = performance.now();
       if (values.profile) profile('the LoRA step', () => learner.step(groups, []), steps);
@@ -512,17 +519,14 @@ async function pretrainedBench(name: string): Promise<void> {
       `${(shape.frozenParameters / 1e6).toFixed(1)} M base + ${(shape.trainableParameters / 1e6).toFixed(2)} M LoRA parameters (r ${lora.rank}, alpha ${lora.alpha}, ${lora.targets.join('/')}); ` +
       `G = ${group} × ${newTokens} new tokens after a ${promptTokens}-token prompt; node ${process.version}\n`,
   );
-  const plan = planMemory(
-    shape,
-    {
-      contextLength,
-      sampleRows: group,
-      microBatchRows: DEFAULT_SAPO_OPTIONS.microBatchRows,
-      reference: false,
-      weightCopies: weightCopiesOn('wasm'),
-    },
-    availableMemory('wasm'),
-  );
+  const run = {
+    contextLength,
+    sampleRows: group,
+    microBatchRows: DEFAULT_SAPO_OPTIONS.microBatchRows,
+    reference: false,
+    weightCopies: weightCopiesOn('wasm'),
+  };
+  const plan = planMemory(shape, run, availableMemory('wasm'));
   console.log(describe(info));
   console.log(`  ${plan.summary}`);
   const prompt = Array.from({ length: promptTokens }, (_, i) => (i * 7919 + 11) % config.vocabSize);
@@ -531,18 +535,21 @@ async function pretrainedBench(name: string): Promise<void> {
     ? await wasmPretrained(config, prompt, plan.sampleRows, microBatchRows, plan.keepPackedWeights)
     : { failure: 'not run: the memory plan refuses it (above)' };
   if (ours.failure !== undefined) console.log(`  ${ours.failure}\n`);
-  if (values['compare-transient'] && plan.keepPackedWeights === 'sampling' && ours.failure === undefined) {
-    console.log('  the same, the base held once throughout (keepPackedWeights: false, transient copies):');
+  const partly = plan.keepPackedWeights === 'sampling' || plan.keepPackedWeights === 'head';
+  if (values['compare-transient'] && partly && ours.failure === undefined) {
+    const held = planMemory(shape, run, availableMemory('wasm'), false);
+    console.log(`  the same, the base held once throughout (keepPackedWeights: false): ${held.summary}`);
     const newTokens = 16;
-    const transient = await wasmPretrained(config, prompt, plan.sampleRows, microBatchRows, false, {
+    const transient = await wasmPretrained(config, prompt, held.sampleRows, held.microBatchRows, false, {
       newTokens,
       steps: 0,
+      train: ours.completions,
     });
     if (transient.failure !== undefined) console.log(`  ${transient.failure}\n`);
     else {
       const ratio = (a?: number, b?: number) => (a === undefined || b === undefined ? '?' : (a / b).toFixed(2));
       console.log(
-        `  'sampling' / false: generation ${ratio(ours.generation, transient.generation)}x the tokens/s (after a step: ${ratio(ours.generationAgain, transient.generation)}x), ` +
+        `  ${plan.keepPackedWeights} / false: generation ${ratio(ours.generation, transient.generation)}x the tokens/s (after a step: ${ratio(ours.generationAgain, transient.generation)}x), ` +
           `first step ${ratio(ours.first, transient.first)}x the time (after the second sampling: ${ratio(ours.stepAgain, transient.first)}x)\n`,
       );
     }
