@@ -27,6 +27,14 @@
  * does with it: the build time, the memory plan, G = 8 completions of 128 new tokens from one
  * 32-token prompt with the KV cache, and the LoRA SAPO step on that group; then the same in
  * PyTorch (a Llama/Qwen2 of the same shape with the same adapters, one thread), and the ratios.
+ * Where the plan keeps the packed copies while sampling only (keepPackedWeights: 'sampling'), it
+ * then samples and steps once more: the second sampling packs the weights again, the step after
+ * it drops them again. Where the plan keeps some but not all packed copies ('sampling', 'head'),
+ * --compare-transient then runs the base held once throughout (keepPackedWeights: false, the
+ * mode before them) in the same process, with that mode's own plan: its generation of 16 new
+ * tokens per row (at ~1 token/s 128 would take a quarter of an hour) and its first step, on the
+ * completions the first run sampled.
+ * --steps 0 times no steps past the first.
  *
  * Without --torch, the peer runs under $TORCH_PEER_PYTHON, else the first of `python3` and
  * `/usr/bin/python3` that imports torch (a pyenv `python3` on PATH may lack Debian's python3-torch).
@@ -50,6 +58,7 @@ import {
   expectedTensors,
   type GraphKind,
   generate,
+  type KeepPackedWeights,
   Policy,
   type PretrainedConfig,
   PretrainedPolicy,
@@ -76,6 +85,7 @@ const { values } = parseArgs({
     pretrained: { type: 'string' },
     baseline: { type: 'string' },
     'wasm-threads': { type: 'string' },
+    'compare-transient': { type: 'boolean', default: false },
   },
 });
 const BATCH = 32;
@@ -372,6 +382,9 @@ interface WasmPretrained {
   generation?: number;
   first?: number;
   step?: number;
+  /** 'sampling' only: generation and a step once more, after the step (packed again, dropped again). */
+  generationAgain?: number;
+  stepAgain?: number;
   completions?: number[][];
   failure?: string;
 }
@@ -385,10 +398,15 @@ async function wasmPretrained(
   prompt: number[],
   sampleRows: number,
   microBatchRows: number,
-  keepPackedWeights: boolean,
+  keepPackedWeights: KeepPackedWeights,
+  { newTokens, steps, train }: { newTokens: number; steps: number; train?: number[][] | undefined } = {
+    newTokens: PRETRAINED_RUN.newTokens,
+    steps: STEPS,
+  },
 ): Promise<WasmPretrained> {
-  const { newTokens, group } = PRETRAINED_RUN;
-  const contextLength = prompt.length + newTokens;
+  const { group } = PRETRAINED_RUN;
+  // The context of the full run, whatever newTokens: the same model and rotary tables.
+  const contextLength = prompt.length + PRETRAINED_RUN.newTokens;
   const result: WasmPretrained = {};
   const state = () => `RSS peak ${mib(peakRss())}, wasm heap ${mib(wasmHeap())}`;
   let phase = 'the build';
@@ -420,15 +438,22 @@ async function wasmPretrained(
     const prompts = Array.from({ length: group }, () => prompt);
     const sampling = { seed: 3, eos: [] as number[], microBatchRows: sampleRows };
     generate(policy, prompts.slice(0, 1), { ...sampling, maxNewTokens: 2 }); // warm-up
-    let from = performance.now();
-    const completions = generate(policy, prompts, { ...sampling, maxNewTokens: newTokens }).map((c) => c.tokens);
-    result.generation = (group * newTokens) / ((performance.now() - from) / 1000);
+    const timedGeneration = () => {
+      const from = performance.now();
+      const tokens = generate(policy, prompts, { ...sampling, maxNewTokens: newTokens }).map((c) => c.tokens);
+      return { tokens, perSecond: (group * newTokens) / ((performance.now() - from) / 1000) };
+    };
+    const sampled = timedGeneration();
+    const completions = sampled.tokens;
+    result.generation = sampled.perSecond;
     result.completions = completions;
     console.log(
-      `  generation  ${result.generation.toFixed(1)} tokens/s (${group} rows × ${newTokens}, KV cache, ${sampleRows} rows at once); ${state()}`,
+      `  generation  ${result.generation.toFixed(1)} tokens/s (${group} rows × ${newTokens}, KV cache, ${sampleRows} rows at once; packed copies: ${keepPackedWeights}); ${state()}`,
     );
 
     phase = 'the LoRA step';
+    // The step trains on `train` where given (another run's completions: the same batch), else on what was sampled.
+    const batch = train ?? completions;
     const learner = new SapoLearner(policy, new IdTokenizer(config.vocabSize, prompt), {
       localGroups: 1,
       externalGroups: 0,
@@ -437,21 +462,42 @@ async function wasmPretrained(
     const groups: RolloutGroup[] = [
       {
         prompt: '',
-        completions: completions.map(() => ''),
-        completionTokens: completions,
-        rewards: completions.map((_, i) => i % 2),
+        completions: batch.map(() => ''),
+        completionTokens: batch,
+        rewards: batch.map((_, i) => i % 2),
       },
     ];
-    from = performance.now();
-    learner.step(groups, []);
-    result.first = (performance.now() - from) / 1000;
-    from = performance.now();
-    if (values.profile) profile('the LoRA step', () => learner.step(groups, []), STEPS);
-    else for (let i = 0; i < STEPS; i++) learner.step(groups, []);
-    result.step = (performance.now() - from) / 1000 / STEPS;
-    console.log(
-      `  LoRA step   ${result.step.toFixed(1)} s (${STEPS} timed after a first of ${result.first.toFixed(1)} s; ${group} rows × ${contextLength - 1} tokens in micro-batches of ${microBatchRows}); ${state()}\n`,
-    );
+    const timedStep = () => {
+      const from = performance.now();
+      learner.step(groups, []);
+      return (performance.now() - from) / 1000;
+    };
+    result.first = timedStep();
+    const rowsTokens = `${group} rows × ${prompt.length + (batch[0]?.length ?? 0) - 1} tokens in micro-batches of ${microBatchRows}`;
+    if (steps > 0) {
+      const from = performance.now();
+      if (values.profile) profile('the LoRA step', () => learner.step(groups, []), steps);
+      else for (let i = 0; i < steps; i++) learner.step(groups, []);
+      result.step = (performance.now() - from) / 1000 / steps;
+      console.log(
+        `  LoRA step   ${result.step.toFixed(1)} s (${steps} timed after a first of ${result.first.toFixed(1)} s; ${rowsTokens}); ${state()}\n`,
+      );
+    } else {
+      console.log(`  LoRA step   first ${result.first.toFixed(1)} s (${rowsTokens}); ${state()}\n`);
+    }
+    if (keepPackedWeights === 'sampling') {
+      // A round's cycle once more: sampling packs the base again (its first token), the step drops it again.
+      phase = 'generation after a step';
+      result.generationAgain = timedGeneration().perSecond;
+      console.log(
+        `  generation after the step  ${result.generationAgain.toFixed(1)} tokens/s (its first token packs the base again); ${state()}`,
+      );
+      phase = 'the LoRA step after it';
+      result.stepAgain = timedStep();
+      console.log(
+        `  LoRA step after it  ${result.stepAgain.toFixed(1)} s (the packed copies dropped first); ${state()}\n`,
+      );
+    }
     learner.dispose();
     policy.dispose();
   } catch (error) {
@@ -473,17 +519,14 @@ async function pretrainedBench(name: string): Promise<void> {
       `${(shape.frozenParameters / 1e6).toFixed(1)} M base + ${(shape.trainableParameters / 1e6).toFixed(2)} M LoRA parameters (r ${lora.rank}, alpha ${lora.alpha}, ${lora.targets.join('/')}); ` +
       `G = ${group} × ${newTokens} new tokens after a ${promptTokens}-token prompt; node ${process.version}\n`,
   );
-  const plan = planMemory(
-    shape,
-    {
-      contextLength,
-      sampleRows: group,
-      microBatchRows: DEFAULT_SAPO_OPTIONS.microBatchRows,
-      reference: false,
-      weightCopies: weightCopiesOn('wasm'),
-    },
-    availableMemory('wasm'),
-  );
+  const run = {
+    contextLength,
+    sampleRows: group,
+    microBatchRows: DEFAULT_SAPO_OPTIONS.microBatchRows,
+    reference: false,
+    weightCopies: weightCopiesOn('wasm'),
+  };
+  const plan = planMemory(shape, run, availableMemory('wasm'));
   console.log(describe(info));
   console.log(`  ${plan.summary}`);
   const prompt = Array.from({ length: promptTokens }, (_, i) => (i * 7919 + 11) % config.vocabSize);
@@ -492,6 +535,25 @@ async function pretrainedBench(name: string): Promise<void> {
     ? await wasmPretrained(config, prompt, plan.sampleRows, microBatchRows, plan.keepPackedWeights)
     : { failure: 'not run: the memory plan refuses it (above)' };
   if (ours.failure !== undefined) console.log(`  ${ours.failure}\n`);
+  const partly = plan.keepPackedWeights === 'sampling' || plan.keepPackedWeights === 'head';
+  if (values['compare-transient'] && partly && ours.failure === undefined) {
+    const held = planMemory(shape, run, availableMemory('wasm'), false);
+    console.log(`  the same, the base held once throughout (keepPackedWeights: false): ${held.summary}`);
+    const newTokens = 16;
+    const transient = await wasmPretrained(config, prompt, held.sampleRows, held.microBatchRows, false, {
+      newTokens,
+      steps: 0,
+      train: ours.completions,
+    });
+    if (transient.failure !== undefined) console.log(`  ${transient.failure}\n`);
+    else {
+      const ratio = (a?: number, b?: number) => (a === undefined || b === undefined ? '?' : (a / b).toFixed(2));
+      console.log(
+        `  ${plan.keepPackedWeights} / false: generation ${ratio(ours.generation, transient.generation)}x the tokens/s (after a step: ${ratio(ours.generationAgain, transient.generation)}x), ` +
+          `first step ${ratio(ours.first, transient.first)}x the time (after the second sampling: ${ratio(ours.stepAgain, transient.first)}x)\n`,
+      );
+    }
+  }
 
   const python = findPython();
   if ('missing' in python) {

@@ -85,6 +85,7 @@ export {
   type BaseWeights,
   type CausalLM,
   DEFAULT_LORA,
+  type KeepPackedWeights,
   LORA_TARGETS,
   type LoraSettings,
   type LoraTarget,

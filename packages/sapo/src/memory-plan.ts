@@ -8,9 +8,14 @@
  * Estimates are fp32 (tfjs has no float16) and calibrated on wasm (scripts/bench/learner.ts,
  * docs/BENCHMARKS.md), on the high side where unmeasured:
  * - wasm's matrix products (XNNPACK) keep a packed copy of every weight they multiply by, so on
- *   wasm the weights are held twice (`weightCopies`); where that does not fit, the plan has a
- *   pre-trained base multiplied by transient copies instead (`keepPackedWeights: false`): held
- *   once, plus one block and its packed copy, for slower sampling;
+ *   wasm the weights are held twice (`weightCopies`); where that does not fit the step, the plan
+ *   keeps them only while sampling (`keepPackedWeights: 'sampling'`: held once during the step,
+ *   which multiplies by transient copies), and where sampling has no room for them either, it has
+ *   a pre-trained base multiplied by transient copies throughout, all but the vocabulary head
+ *   ('head') or all (false): held once, plus one block and its packed copy, for slower sampling;
+ * - the slack covers the weights' packed copies too: counted exactly, Qwen2.5-0.5B's fitted one
+ *   sampling (3 918 MiB of heap), but not the next one after a step, whose packed copies no longer
+ *   found room in a heap the step had fragmented (docs/BENCHMARKS.md);
  * - tfjs's tape keeps about 6× the activations a layer's equations name (it copies what it saves
  *   on wasm); the pre-trained policy checkpoints each layer, keeping ~17 × hidden floats a token a
  *   layer and one layer's full activations during its recomputation;
@@ -22,7 +27,7 @@ import { freemem, totalmem } from 'node:os';
 import { SapoError } from './errors.js';
 import type { PretrainedConfig } from './hf/config.js';
 import type { PolicyConfig } from './model.js';
-import { projectionShapes, vocabularyBlockTokens } from './pretrained.js';
+import { type KeepPackedWeights, projectionShapes, vocabularyBlockTokens } from './pretrained.js';
 
 /** The shape facts the estimate needs; `modelShape` derives them from a config. */
 export interface ModelShape {
@@ -125,15 +130,19 @@ export interface MemoryPlan {
   fits: boolean;
   /**
    * Whether the backend may keep its packed copies of the frozen weights (the weights held
-   * `weightCopies` times), or the model must multiply by transient copies (held once): false
-   * only where the first does not fit and the second does (PretrainedOptions.keepPackedWeights).
+   * `weightCopies` times): true where they fit the step; 'sampling' where they fit sampling
+   * only (dropped before each step, which holds the weights once and multiplies by transient
+   * copies); 'head' where only the vocabulary head's fits (the rest multiplied by transient
+   * copies); false where none does, and the model multiplies by transient copies throughout
+   * (PretrainedOptions.keepPackedWeights).
    */
-  keepPackedWeights: boolean;
+  keepPackedWeights: KeepPackedWeights;
   /** The rows chosen (at most those asked for; 0 when not even one fits). */
   sampleRows: number;
   microBatchRows: number;
   /** Bytes by part, for the rows chosen (or for one row when nothing fits). */
   parts: {
+    /** The most the weights are held at once (while sampling, in 'sampling' mode). */
     weights: number;
     trainable: number;
     optimizer: number;
@@ -181,20 +190,35 @@ function samplingBytes(model: ModelShape, rows: number, tokens: number): number 
   return 2 * cache + prefill + 2 * rows * vocab * FLOAT;
 }
 
-function bytesFor(model: ModelShape, run: RunShape, sampleRows: number, microBatchRows: number, keepPacked: boolean) {
-  const copies = keepPacked ? (run.weightCopies ?? 1) : 1;
-  // Held once, a product copies a block of a frozen matrix and packs the copy.
-  const transient = keepPacked ? 0 : 2 * Math.min(largestWeightBytes(model), TRANSIENT_BLOCK_BYTES);
-  const weights = (model.frozenParameters + model.trainableParameters) * FLOAT * copies + transient;
+function bytesFor(
+  model: ModelShape,
+  run: RunShape,
+  sampleRows: number,
+  microBatchRows: number,
+  keepPacked: KeepPackedWeights,
+) {
+  const once = (model.frozenParameters + model.trainableParameters) * FLOAT;
+  // Packed copies of every weight (the adapters' too, on the high side), or, held once, a
+  // product's copy of a block of a frozen matrix and its packed copy.
+  const packed = once * (run.weightCopies ?? 1);
+  const transient = once + 2 * Math.min(largestWeightBytes(model), TRANSIENT_BLOCK_BYTES);
+  // 'sampling' keeps the vocabulary head's packed copy through the step (pretrained.ts, #recreateBase), 'head' throughout.
+  const headCopies = keepPacked === 'sampling' || keepPacked === 'head' ? (run.weightCopies ?? 1) - 1 : 0;
+  const headPacked = model.vocab * model.hidden * FLOAT * headCopies;
+  const stepWeights = keepPacked === true ? packed : transient + headPacked;
+  const samplingWeights = keepPacked === true || keepPacked === 'sampling' ? packed : transient + headPacked;
   // The trainable weights again as gradients, and once more as the KL reference when β > 0.
   const trainable = model.trainableParameters * FLOAT * (run.reference ? 2 : 1);
   const optimizer = 2 * model.trainableParameters * FLOAT; // Adam's two moments
-  // Sampling and the step never run at once: the larger of the two is what the heap must hold.
   const stepActivations = stepActivationBytes(model, microBatchRows, run.contextLength);
   const sampling = samplingBytes(model, sampleRows, run.contextLength);
+  // Sampling and the step never run at once: the larger of the two is what the heap must hold.
+  // ('sampling' re-creates the base between them through JavaScript memory: no heap of its own.)
+  const held = Math.max(stepWeights + stepActivations, samplingWeights + sampling);
+  const total = SLACK * (trainable + optimizer + held);
+  const weights = Math.max(stepWeights, samplingWeights);
   const parts = { weights, trainable, optimizer, stepActivations, sampling };
-  const total = SLACK * (weights + trainable + optimizer + Math.max(stepActivations, sampling));
-  return { parts, total };
+  return { parts, stepWeights, samplingWeights, total };
 }
 
 /** The largest tensors a model holds: the embedding (or head), or an MLP weight. */
@@ -203,17 +227,49 @@ const largestWeightBytes = (model: ModelShape) => Math.max(model.vocab, model.in
 /**
  * The plan for `model` and `run` within `limit`: the largest sample and micro-batch rows, up to
  * those asked for, whose peak fits; `fits: false` when even one row each does not. Where the
- * backend's packed copies of a frozen base do not fit, the base held once (keepPackedWeights:
- * false), and when neither fits, what the smaller needs.
+ * backend's packed copies of a frozen base do not fit the step, they are kept while sampling only
+ * (keepPackedWeights: 'sampling'); where they do not fit sampling either, the base is held once
+ * throughout (false); and when nothing fits, what the smallest needs.
  */
-export function planMemory(model: ModelShape, run: RunShape, limit: MemoryLimit): MemoryPlan {
+export function planMemory(
+  model: ModelShape,
+  run: RunShape,
+  limit: MemoryLimit,
+  /** Plan this way only (benchmarks compare them); by default, the first of them that fits. */
+  keepPackedWeights?: KeepPackedWeights,
+): MemoryPlan {
+  if (keepPackedWeights !== undefined) return planWith(model, run, limit, keepPackedWeights);
   const kept = planWith(model, run, limit, true);
   // Held once, only a frozen base can be (an embedded model's weights are all trained in place).
   if (kept.fits || (run.weightCopies ?? 1) === 1 || model.frozenParameters === 0) return kept;
+  // Even with fewer rows at once: repacking every weight for each token (false) costs sampling
+  // more than the rows give back (Qwen2.5-0.5B: 1.1 against 12.8 tokens/s, 8 rows), and most of
+  // it is the vocabulary head's ('head' keeps that one packed).
+  for (const keep of ['sampling', 'head'] as const) {
+    const plan = planWith(model, run, limit, keep);
+    if (plan.fits) return plan;
+  }
   return planWith(model, run, limit, false);
 }
 
-function planWith(model: ModelShape, run: RunShape, limit: MemoryLimit, keepPackedWeights: boolean): MemoryPlan {
+/** What a plan says of the weights it holds, for its summary. */
+function heldWeights(keepPackedWeights: KeepPackedWeights, sampling: number, step: number): string {
+  if (keepPackedWeights === true) return `weights ${gib(sampling)}`;
+  if (keepPackedWeights === false) {
+    return `weights ${gib(step)} (held once: wasm multiplies by transient copies, so sampling is slower)`;
+  }
+  if (keepPackedWeights === 'head') {
+    return `weights ${gib(step)} (held once but the vocabulary head: wasm multiplies by transient copies of the rest, so sampling is slower)`;
+  }
+  return `weights ${gib(sampling)} while sampling (wasm keeps its packed copies), ${gib(step)} in the step (re-created before it, then multiplied by transient copies)`;
+}
+
+function planWith(
+  model: ModelShape,
+  run: RunShape,
+  limit: MemoryLimit,
+  keepPackedWeights: KeepPackedWeights,
+): MemoryPlan {
   const maxTensor = limit.maxTensorBytes ?? Number.POSITIVE_INFINITY;
   const largestWeight = largestWeightBytes(model);
   const logitsBytes = (rows: number) => logitsTokens(model, rows * run.contextLength) * model.vocab * FLOAT;
@@ -228,8 +284,8 @@ function planWith(model: ModelShape, run: RunShape, limit: MemoryLimit, keepPack
   const microBatchRows = weightFits ? largest(run.microBatchRows, (r) => bytes(1, r).total) : 0;
   const sampleRows = weightFits ? largest(run.sampleRows, (r) => bytes(r, Math.max(1, microBatchRows)).total) : 0;
   const fits = microBatchRows > 0 && sampleRows > 0;
-  const { parts, total } = bytes(Math.max(1, sampleRows), Math.max(1, microBatchRows));
-  const held = `weights ${gib(parts.weights)}${keepPackedWeights ? '' : ' (held once: wasm multiplies by transient copies, so sampling is slower)'}, trainable + optimizer ${gib(parts.trainable + parts.optimizer)}, step ${gib(parts.stepActivations)}, sampling ${gib(parts.sampling)}`;
+  const { parts, stepWeights, samplingWeights, total } = bytes(Math.max(1, sampleRows), Math.max(1, microBatchRows));
+  const held = `${heldWeights(keepPackedWeights, samplingWeights, stepWeights)}, trainable + optimizer ${gib(parts.trainable + parts.optimizer)}, step ${gib(parts.stepActivations)}, sampling ${gib(parts.sampling)}`;
   const tensorLimit = `a single tensor of ${mib(Math.max(largestWeight, logitsBytes(1)))} (the embedding, or one row's logits) and the backend binds at most ${mib(maxTensor)}`;
   const summary = fits
     ? `memory plan: ${gib(total)} of ${gib(limit.bytes)} (${limit.source}) — ${held}; ${microBatchRows} ${microBatchRows === 1 ? 'row' : 'rows'} per step micro-batch, ${sampleRows} sampled at once`

@@ -24,8 +24,9 @@
  * Memory, for the model's life: one copy of each base tensor (a tied embedding once), the
  * adapters, and the rotary tables [contextLength, headDim]. On wasm, XNNPACK also keeps a packed
  * copy of every matrix it has multiplied by, until that matrix is disposed: the base weights are
- * resident twice there, unless `keepPackedWeights: false` multiplies by transient copies. A
- * training step keeps each layer's input, not its activations (gradient checkpointing,
+ * resident twice there, unless `keepPackedWeights: false` multiplies by transient copies,
+ * `'head'` by transient copies of all but the vocabulary head, or `'sampling'` keeps the packed
+ * copies only while sampling (see #forStep). A training step keeps each layer's input, not its activations (gradient checkpointing,
  * #checkpointed), and no [tokens, vocab] tensor past the loss, nor one of more than a block of
  * tokens in it (vocabularyTerms).
  *
@@ -97,24 +98,35 @@ export interface PretrainedOptions {
    * On wasm, XNNPACK packs a matrix the first time it multiplies by it and keeps the packed copy
    * while the matrix lives: fast, but every base matrix is then held twice. false multiplies by
    * transient copies instead (transientOperand): the base is held once, for one copy and one
-   * packing per product, which sampling (a product per token) pays most. The memory plan chooses
-   * (MemoryPlan.keepPackedWeights). No effect off wasm. Default true.
+   * packing per product, which sampling (a product per token) pays most. 'sampling' keeps the
+   * packed copies while sampling (forward, logits) and drops them before a step that follows by
+   * re-creating the base tensors; the step (tokenLogProbs*) multiplies by transient copies: the
+   * base is held twice while sampling, once during the step, and the first token sampled after a
+   * step packs it again; the vocabulary head stays packed throughout. 'head' keeps the packed copy
+   * of the vocabulary head only (the largest matrix, a product per token) and multiplies by
+   * transient copies of every other matrix: the base held once, and the head twice. The memory
+   * plan chooses (MemoryPlan.keepPackedWeights). Same results in every mode; no effect on memory
+   * off wasm. Default true.
    */
-  keepPackedWeights?: boolean;
+  keepPackedWeights?: KeepPackedWeights;
 }
+
+/** Whether the base's packed copies are kept: always (true), never (false), while sampling only, or the head's only. */
+export type KeepPackedWeights = boolean | 'sampling' | 'head';
 
 /** Base weights by Hugging Face name, in the file's layout: tensors (float32) or their values. */
 export type BaseWeights = ReadonlyMap<string, tf.Tensor | Float32Array>;
 
 const NEG_INF = -1e9;
 
-/** What every layer reads besides its input: the rotary cos and sin of each token, and the attention mask. */
+/** What every layer reads besides its input: the rotary cos and sin of each token, the attention mask, and how it multiplies by the base. */
 interface LayerContext {
   batch: number;
   steps: number;
   cos: tf.Tensor;
   sin: tf.Tensor;
   bias: tf.Tensor;
+  frozen: FrozenProducts;
 }
 
 // ---- operations on frozen tensors, and the ones that make the graph fast on wasm ------------
@@ -406,8 +418,8 @@ export class PretrainedPolicy implements CausalLM {
   readonly params: Map<string, tf.Variable>;
   readonly graph: GraphKind;
   readonly checkpoint: boolean;
-  readonly keepPackedWeights: boolean;
-  /** Frozen base weights by Hugging Face name, laid out for the model (layOut). */
+  readonly keepPackedWeights: KeepPackedWeights;
+  /** Frozen base weights by Hugging Face name, laid out for the model (layOut); re-created by #forStep. */
   readonly #base: Map<string, tf.Tensor>;
   /** Each adapted projection's A and B, by the projection's Hugging Face prefix. */
   readonly #adapters = new Map<string, { a: tf.Variable; b: tf.Variable }>();
@@ -417,7 +429,12 @@ export class PretrainedPolicy implements CausalLM {
   readonly #times: (a: tf.Tensor, b: tf.Tensor) => tf.Tensor;
   /** Attention's products [batch, kvHeads, m, k]·[batch, kvHeads, k, n]. */
   readonly #headsTimes: (a: tf.Tensor, b: tf.Tensor) => tf.Tensor;
-  readonly #frozen: FrozenProducts;
+  /** How sampling (forward) and the step (tokenLogProbs*) multiply by the layers' matrices, and both by the head. */
+  readonly #samplingProducts: FrozenProducts;
+  readonly #stepProducts: FrozenProducts;
+  readonly #headProducts: FrozenProducts;
+  /** Whether XNNPACK holds packed copies of the base that the next step has no room for ('sampling' on wasm). */
+  #packedForSampling = false;
 
   /** Base tensors laid out by `load`, handed to the constructor to own rather than copy. */
   static #adopting: Map<string, tf.Tensor> | null = null;
@@ -443,10 +460,14 @@ export class PretrainedPolicy implements CausalLM {
     this.#headsTimes = fast
       ? (a, b) => ((a.shape.at(-2) as number) > heads / kvHeads ? perHead(a, b) : fastMatmul(a, b))
       : this.#times;
-    this.#frozen = {
-      times: this.keepPackedWeights ? keptOperand : (x, w) => transientOperand(x, w),
-      timesTransposed: fast ? explicitTranspose : transposedOperand,
-    };
+    const timesTransposed = fast ? explicitTranspose : transposedOperand;
+    const kept = { times: keptOperand, timesTransposed };
+    const transient = { times: (x: tf.Tensor2D, w: tf.Tensor2D) => transientOperand(x, w), timesTransposed };
+    const keep = this.keepPackedWeights;
+    this.#samplingProducts = keep === true || keep === 'sampling' ? kept : transient;
+    this.#stepProducts = keep === true ? kept : transient;
+    // 'sampling' keeps the head's packed copy through the step too (#recreateBase).
+    this.#headProducts = keep === false ? transient : kept;
 
     const adopted = base === PretrainedPolicy.#adopting;
     this.#base = new Map();
@@ -555,6 +576,48 @@ export class PretrainedPolicy implements CausalLM {
     return this.#w(this.config.tieWordEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight') as tf.Tensor2D;
   }
 
+  // ---- packed copies: kept while sampling, dropped before a step ('sampling') ------------------
+  //
+  // Sampling multiplies every base matrix once per token, so repacking them each time (transient
+  // copies) makes it about 10x slower, most of it the head's ('head' keeps only that one); a step multiplies each a few times per micro-batch, where a
+  // repacking weighs little, but needs the room. So in 'sampling' mode sampling keeps XNNPACK's
+  // packed copies, and the first step after it drops them, by re-creating the base's tensors (a
+  // packed copy lives as long as its tensor), and multiplies by transient copies. All but the
+  // vocabulary head's: the largest matrix (Qwen2.5: 544 MB), it could not be packed again after a
+  // step (measured: no free block that large was left in the heap, and XNNPACK could not create its
+  // product), so it stays packed, and the step multiplies by it directly.
+
+  /** How sampling multiplies by the base; in 'sampling' mode on wasm, noting that XNNPACK now keeps packed copies of it. */
+  #forSampling(): FrozenProducts {
+    if (this.keepPackedWeights === 'sampling' && tf.getBackend() === 'wasm') this.#packedForSampling = true;
+    return this.#samplingProducts;
+  }
+
+  /** How the step multiplies by the base; first, if sampling left packed copies of it, drops them. */
+  #forStep(): FrozenProducts {
+    if (this.#packedForSampling) {
+      this.#recreateBase();
+      this.#packedForSampling = false;
+    }
+    return this.#stepProducts;
+  }
+
+  /**
+   * Every base matrix but the head re-created, one at a time: its values out of the wasm heap into
+   * JavaScript, the tensor (and with it XNNPACK's packed copy) disposed, and the values back in, so
+   * the heap never holds a matrix more than once and refills the space the old one left.
+   */
+  #recreateBase(): void {
+    const head = this.#head;
+    for (const [name, w] of this.#base) {
+      if (w.rank !== 2 || w === head) continue; // RMSNorm weights and biases are never a product's operand
+      const [values, shape] = [w.dataSync() as Float32Array, w.shape as [number, number]];
+      w.dispose();
+      // Kept: a step may call this inside a tidy, which must not dispose the base.
+      this.#base.set(name, tf.keep(tf.tensor2d(values, shape, 'float32')));
+    }
+  }
+
   // ---- the forward pass -----------------------------------------------------------------------
 
   /**
@@ -570,8 +633,18 @@ export class PretrainedPolicy implements CausalLM {
     cache?: KVCache,
     keyBias?: tf.Tensor4D,
   ): { hidden: tf.Tensor3D; cache: KVCache } {
+    return this.#forward(tokens, positions, this.#forSampling(), cache, keyBias);
+  }
+
+  #forward(
+    tokens: tf.Tensor2D,
+    positions: tf.Tensor2D,
+    frozen: FrozenProducts,
+    cache?: KVCache,
+    keyBias?: tf.Tensor4D,
+  ): { hidden: tf.Tensor3D; cache: KVCache } {
     const [batch, steps] = tokens.shape;
-    const context = this.#context(batch, steps, positions, cache?.keys[0]?.shape[2] ?? 0, keyBias);
+    const context = this.#context(batch, steps, positions, frozen, cache?.keys[0]?.shape[2] ?? 0, keyBias);
     let x = this.#embed(tokens);
     const newCache: KVCache = { keys: [], values: [] };
     for (let l = 0; l < this.config.layers; l++) {
@@ -593,7 +666,14 @@ export class PretrainedPolicy implements CausalLM {
   }
 
   /** What every layer reads besides x: each token's rotary cos and sin, and the attention mask. */
-  #context(batch: number, steps: number, positions: tf.Tensor2D, seen: number, keyBias?: tf.Tensor4D): LayerContext {
+  #context(
+    batch: number,
+    steps: number,
+    positions: tf.Tensor2D,
+    frozen: FrozenProducts,
+    seen: number,
+    keyBias?: tf.Tensor4D,
+  ): LayerContext {
     const { heads, kvHeads, headDim } = this.config;
     // cos and sin [batch, steps, 1, headDim], broadcast over heads.
     const flatPositions = tf.reshape(positions, [-1]);
@@ -606,14 +686,14 @@ export class PretrainedPolicy implements CausalLM {
       1,
     );
     const grouped = tf.tile(causal, [heads / kvHeads, 1]);
-    return { batch, steps, cos, sin, bias: keyBias === undefined ? grouped : tf.add(grouped, keyBias) };
+    return { batch, steps, cos, sin, bias: keyBias === undefined ? grouped : tf.add(grouped, keyBias), frozen };
   }
 
   /** Decoder layer l on rows x [batch·steps, d]; also its keys and values, after the cached ones. */
   #layer(
     l: number,
     x: tf.Tensor2D,
-    { batch, steps, cos, sin, bias }: LayerContext,
+    { batch, steps, cos, sin, bias, frozen }: LayerContext,
     cache?: KVCache,
   ): { x: tf.Tensor2D; keys: tf.Tensor4D; values: tf.Tensor4D } {
     const { heads, kvHeads, headDim, rmsNormEps: eps } = this.config;
@@ -624,9 +704,9 @@ export class PretrainedPolicy implements CausalLM {
     const h = rmsNorm(x, this.#w(at('input_layernorm.weight')), eps);
     const split = (y: tf.Tensor, n: number) => tf.reshape(y, [batch, steps, n, headDim]);
     const toHeads = (y: tf.Tensor) => tf.transpose(y, [0, 2, 1, 3]) as tf.Tensor4D; // [batch, n, steps, headDim]
-    const q = toHeads(rotary(split(this.#project(h, at('self_attn.q_proj')), heads), cos, sin));
-    const k = toHeads(rotary(split(this.#project(h, at('self_attn.k_proj')), kvHeads), cos, sin));
-    const v = toHeads(split(this.#project(h, at('self_attn.v_proj')), kvHeads));
+    const q = toHeads(rotary(split(this.#project(h, at('self_attn.q_proj'), frozen), heads), cos, sin));
+    const k = toHeads(rotary(split(this.#project(h, at('self_attn.k_proj'), frozen), kvHeads), cos, sin));
+    const v = toHeads(split(this.#project(h, at('self_attn.v_proj'), frozen), kvHeads));
     const keys = cache === undefined ? k : (tf.concat([cache.keys[l] as tf.Tensor4D, k], 2) as tf.Tensor4D);
     const values = cache === undefined ? v : (tf.concat([cache.values[l] as tf.Tensor4D, v], 2) as tf.Tensor4D);
     // Grouped-query attention without repeating keys and values: the `group` query heads that
@@ -635,13 +715,13 @@ export class PretrainedPolicy implements CausalLM {
     const scores = tf.add(tf.mul(this.#headsTimes(stacked, swapLastTwo(keys)), 1 / Math.sqrt(headDim)), bias);
     const attended = tf.reshape(this.#headsTimes(tf.softmax(scores), values), [batch, heads, steps, headDim]);
     const merged = tf.reshape(tf.transpose(attended, [0, 2, 1, 3]), [batch * steps, heads * headDim]);
-    const afterAttention = tf.add(x, this.#project(merged, at('self_attn.o_proj')));
+    const afterAttention = tf.add(x, this.#project(merged, at('self_attn.o_proj'), frozen));
 
     // MLP block: x + down(silu(gate(h)) ⊙ up(h)), h = rmsNorm(x) (SwiGLU).
     const h2 = rmsNorm(afterAttention, this.#w(at('post_attention_layernorm.weight')), eps);
-    const gate = this.#project(h2, at('mlp.gate_proj'));
-    const inner = tf.mul(tf.mul(gate, tf.sigmoid(gate)), this.#project(h2, at('mlp.up_proj')));
-    return { x: tf.add(afterAttention, this.#project(inner, at('mlp.down_proj'))), keys, values };
+    const gate = this.#project(h2, at('mlp.gate_proj'), frozen);
+    const inner = tf.mul(tf.mul(gate, tf.sigmoid(gate)), this.#project(h2, at('mlp.up_proj'), frozen));
+    return { x: tf.add(afterAttention, this.#project(inner, at('mlp.down_proj'), frozen)), keys, values };
   }
 
   /**
@@ -683,8 +763,8 @@ export class PretrainedPolicy implements CausalLM {
   }
 
   /** A projection of rows x [n, in]: x·W (+ b) (+ (α/r)·(x·Aᵀ)·Bᵀ where LoRA adapts it) → [n, out]. */
-  #project(x: tf.Tensor, prefix: string): tf.Tensor2D {
-    let y = frozenMatmul(x, this.#w(`${prefix}.weight`) as tf.Tensor2D, this.#frozen);
+  #project(x: tf.Tensor, prefix: string, frozen: FrozenProducts): tf.Tensor2D {
+    let y = frozenMatmul(x, this.#w(`${prefix}.weight`) as tf.Tensor2D, frozen);
     const bias = this.#base.get(`${prefix}.bias`);
     if (bias !== undefined) y = tf.add(y, bias);
     const adapter = this.#adapters.get(prefix);
@@ -697,7 +777,7 @@ export class PretrainedPolicy implements CausalLM {
   /** Logits over the vocabulary for hidden states [batch, steps, d] → [batch, steps, vocab]. */
   logits(hidden: tf.Tensor3D): tf.Tensor3D {
     const [batch, steps, d] = hidden.shape;
-    const flat = frozenMatmul(tf.reshape(hidden, [batch * steps, d]), this.#head, this.#frozen);
+    const flat = frozenMatmul(tf.reshape(hidden, [batch * steps, d]), this.#head, this.#headProducts);
     return tf.reshape(flat, [batch, steps, this.config.vocabSize]);
   }
 
@@ -720,19 +800,20 @@ export class PretrainedPolicy implements CausalLM {
         `sequence of ${steps} tokens is longer than the model's context of ${this.config.contextLength}`,
       );
     }
+    const frozen = this.#forStep();
     const positions = tf.tile(tf.expandDims(tf.range(0, steps, 1, 'int32'), 0), [batch, 1]) as tf.Tensor2D;
     let rows: tf.Tensor2D;
     if (this.checkpoint) {
-      const context = this.#context(batch, steps, positions, 0);
+      const context = this.#context(batch, steps, positions, frozen, 0);
       let x = this.#embed(tokens);
       for (let l = 0; l < this.config.layers; l++) x = this.#checkpointed(l, x, context);
       rows = rmsNorm(x, this.#w('model.norm.weight'), this.config.rmsNormEps);
     } else {
-      const { hidden } = this.forward(tokens, positions);
+      const { hidden } = this.#forward(tokens, positions, frozen);
       rows = tf.reshape(hidden, [batch * steps, this.config.hiddenSize]) as tf.Tensor2D;
     }
     const flatTargets = tf.reshape(targets, [-1]) as tf.Tensor1D;
-    const { logProbs, entropy } = vocabularyTerms(rows, this.#head, flatTargets, this.#frozen);
+    const { logProbs, entropy } = vocabularyTerms(rows, this.#head, flatTargets, this.#headProducts);
     return {
       logProbs: tf.reshape(logProbs, [batch, steps]) as tf.Tensor2D,
       entropy: tf.reshape(entropy, [batch, steps]) as tf.Tensor2D,

@@ -86,7 +86,7 @@ describe('the memory plan', () => {
     );
   });
 
-  it('on wasm (weights held twice, a 4 GiB heap): keeps SmolLM2-135M packed, holds Qwen2.5-0.5B once, refuses what fits neither way', () => {
+  it('on wasm (weights held twice, a 4 GiB heap): keeps SmolLM2-135M packed, of Qwen2.5-0.5B the head only, the rest while sampling only where it fits; refuses what fits no way', () => {
     const wasm = { bytes: WASM_HEAP_LIMIT, source: 'the wasm heap, 4 GiB at most' };
     const run = { ...RUN, contextLength: 160, weightCopies: 2 };
     // Measured (scripts/bench/learner.ts): a 4 × 128-token LoRA step of the SmolLM2-135M shape peaks at 1.6 GiB of heap.
@@ -95,12 +95,34 @@ describe('the memory plan', () => {
     expect(smol.totalBytes).toBeGreaterThan(1.6 * GIB);
     expect(smol.totalBytes).toBeLessThan(3 * GIB);
     // Held twice, Qwen2.5-0.5B's 1.84 GiB of weights leave no room (measured: generation reached
-    // 3 995 MiB and the step ran out of heap); held once, it fits.
+    // 3 995 MiB and the step ran out of heap; kept while sampling only, the second sampling, after a
+    // step, ran out of heap); held once but its vocabulary head's packed copy, it fits.
     const qwenShape = pretrainedShape(QWEN25_05B, { rank: 16, targets: ALL });
     const qwen = planMemory(qwenShape, run, wasm);
-    expect(qwen).toMatchObject({ fits: true, keepPackedWeights: false, sampleRows: 8 });
-    expect(qwen.parts.weights).toBeLessThan(2 * GIB);
-    expect(qwen.summary).toMatch(/held once: wasm multiplies by transient copies, so sampling is slower/);
+    expect(qwen).toMatchObject({ fits: true, keepPackedWeights: 'head', sampleRows: 8, microBatchRows: 1 });
+    expect(qwen.parts.weights).toBeLessThan(2.5 * GIB);
+    expect(qwen.summary).toMatch(/held once but the vocabulary head: wasm multiplies by transient copies of the rest/);
+    expect(planMemory(qwenShape, run, wasm, 'sampling').fits).toBe(false);
+    // At the default context, or in a 3.5 GiB cgroup, not even that: the base held once throughout.
+    const cgroup = { bytes: 3.5 * GIB, source: 'the cgroup memory limit' };
+    for (const plan of [
+      planMemory(qwenShape, { ...run, contextLength: 384 }, wasm),
+      planMemory(qwenShape, run, cgroup),
+    ]) {
+      expect(plan).toMatchObject({ fits: true, keepPackedWeights: false, sampleRows: 8 });
+      expect(plan.parts.weights).toBeLessThan(2 * GIB);
+      expect(plan.summary).toMatch(/held once: wasm multiplies by transient copies, so sampling is slower/);
+    }
+    // SmolLM2-135M at 1024 tokens in that cgroup: the packed copies fit sampling, not the step.
+    const smolLong = planMemory(
+      pretrainedShape(SMOLLM2_135M, { rank: 16, targets: ALL }),
+      { ...run, contextLength: 1024 },
+      cgroup,
+    );
+    expect(smolLong).toMatchObject({ fits: true, keepPackedWeights: 'sampling', sampleRows: 8, microBatchRows: 1 });
+    expect(smolLong.summary).toMatch(
+      /while sampling \(wasm keeps its packed copies\), .* in the step \(re-created before it/,
+    );
     const long = planMemory(qwenShape, { ...run, contextLength: 2048 }, wasm);
     expect(long).toMatchObject({ fits: false, keepPackedWeights: false });
     expect(long.summary).toMatch(/Use a shorter context \(now 2048 tokens\).*the heap stops at 4 GiB/);

@@ -3,42 +3,26 @@
  * multiplies by, so a pre-trained base is held twice unless the policy multiplies by transient
  * copies. Measured on the wasm heap, which only grows: this file runs in a process of its own
  * (vitest isolates files), the transient model first, so the heap's size after each says what it
- * needed at its peak.
+ * needed at its peak ('sampling', which keeps the copies while sampling only, has a file of its
+ * own: packed-while-sampling.test.ts). Here too: every mode samples and steps to the same results.
  */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-wasm';
-import { beforeAll, describe, expect, it } from 'vitest';
-import type { PretrainedConfig } from '../src/hf/config.js';
-import { baseShapes, PretrainedPolicy } from '../src/pretrained.js';
-
-/** About 260 MB of fp32 base weights: far above the heap's growth step (at most 96 MiB). */
-const CONFIG: PretrainedConfig = {
-  architecture: 'llama',
-  vocabSize: 1000,
-  hiddenSize: 1024,
-  intermediateSize: 2816,
-  layers: 5,
-  heads: 8,
-  kvHeads: 8,
-  headDim: 128,
-  ropeTheta: 10_000,
-  rmsNormEps: 1e-5,
-  tieWordEmbeddings: true,
-  attentionBias: false,
-  maxPositions: 64,
-};
-
-const heap = () => (tf.backend() as unknown as { wasm: { HEAPU8: Uint8Array } }).wasm.HEAPU8.length;
-
-/** Small deterministic values: the products' results do not matter here, only what they hold. */
-const read = async (name: string) => {
-  const size = (baseShapes(CONFIG).get(name) as number[]).reduce((a, b) => a * b, 1);
-  return Float32Array.from({ length: size }, (_, i) => ((i * 7919) % 1009) / 1009 - 0.5).map((v) => v * 0.02);
-};
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { openModelFolder } from '../src/hf/folder.js';
+import { HfTokenizer } from '../src/hf/tokenizer.js';
+import { type KeepPackedWeights, PretrainedPolicy } from '../src/pretrained.js';
+import { generate } from '../src/sample.js';
+import { SapoLearner } from '../src/sapo.js';
+import { LARGE_BASE, readLargeBase, wasmHeapBytes } from './fixtures/large-base.js';
+import { writeTinyModel } from './fixtures/tiny-models.js';
 
 /** A forward pass, the log-probs' gradient and greedy sampling: every product with the base. */
 async function exercise(keepPackedWeights: boolean): Promise<{ baseBytes: number; heapBytes: number }> {
-  const policy = await PretrainedPolicy.load(CONFIG, read, {
+  const policy = await PretrainedPolicy.load(LARGE_BASE, readLargeBase, {
     contextLength: 32,
     lora: { rank: 4, seed: 1 },
     keepPackedWeights,
@@ -52,7 +36,7 @@ async function exercise(keepPackedWeights: boolean): Promise<{ baseBytes: number
   tf.dispose([tokens, targets, value, ...Object.values(grads)]);
   const baseBytes = policy.baseParameterCount() * 4;
   policy.dispose();
-  return { baseBytes, heapBytes: heap() };
+  return { baseBytes, heapBytes: wasmHeapBytes() };
 }
 
 beforeAll(async () => {
@@ -62,7 +46,7 @@ beforeAll(async () => {
 
 describe('keepPackedWeights on wasm', () => {
   it('false holds the base once; true holds it twice (XNNPACK keeps a packed copy of each matrix)', async () => {
-    const start = heap();
+    const start = wasmHeapBytes();
     const transient = await exercise(false);
     // The base once, one layer's activations, one transient block and its packed copy, and the
     // heap's overgrowth: well under a second copy of the base.
@@ -71,5 +55,61 @@ describe('keepPackedWeights on wasm', () => {
     // packed copy of every matrix on top.
     const kept = await exercise(true);
     expect(kept.heapBytes - start).toBeGreaterThan(1.8 * kept.baseBytes);
+  });
+});
+
+describe("keepPackedWeights: 'sampling' on wasm", () => {
+  let dir = '';
+  afterAll(async () => {
+    if (dir !== '') await rm(dir, { recursive: true, force: true });
+  });
+
+  it("samples the same tokens and takes the same steps, to the same adapters, as true, false and 'head'", async () => {
+    dir = await mkdtemp(join(tmpdir(), 'packed-while-sampling-'));
+    const model = await writeTinyModel(dir, { architecture: 'qwen2', seed: 3 });
+    const folder = await openModelFolder(model.dir);
+    const tokenizer = await HfTokenizer.fromFolder(model.dir);
+    const prompts = ['Say something.', 'Another one.'].map((p) => tokenizer.encodePrompt(p));
+    /** Two rounds of a node's cycle, sampling then a SAPO step on what it sampled: everything a mode could change. */
+    const rounds = async (keepPackedWeights: KeepPackedWeights) => {
+      const policy = await PretrainedPolicy.load(folder.config, (name) => folder.readTensor(name), {
+        contextLength: 64,
+        lora: { rank: 4, seed: 7 },
+        keepPackedWeights,
+      });
+      const learner = new SapoLearner(policy, tokenizer, { localGroups: 1, externalGroups: 0, microBatchRows: 2 });
+      const sampled: number[][] = [];
+      const losses: number[] = [];
+      for (const seed of [11, 12]) {
+        const completions = generate(policy, [prompts[0], prompts[0], prompts[1], prompts[1]] as number[][], {
+          seed,
+          maxNewTokens: 6,
+        });
+        const tokens = completions.map((c) => c.tokens);
+        sampled.push(...tokens);
+        const report = learner.step(
+          [
+            {
+              prompt: 'Say something.',
+              completions: tokens.map(() => ''),
+              completionTokens: tokens,
+              rewards: tokens.map((_, i) => i % 2),
+            },
+          ],
+          [],
+        );
+        expect(report.updated).toBe(true);
+        losses.push(...report.losses, ...report.gradNorms);
+      }
+      const adapters = [...policy.params.values()].map((p) => [...p.dataSync()]);
+      learner.dispose();
+      policy.dispose();
+      return { sampled, losses, adapters };
+    };
+    const whileSampling = await rounds('sampling');
+    expect(whileSampling).toEqual(await rounds(false));
+    expect(whileSampling).toEqual(await rounds(true));
+    expect(whileSampling).toEqual(await rounds('head'));
+    await folder.close();
   });
 });
