@@ -17,23 +17,17 @@ import { HfTokenizer } from '../src/hf/tokenizer.js';
 import { type KeepPackedWeights, PretrainedPolicy } from '../src/pretrained.js';
 import { generate } from '../src/sample.js';
 import { SapoLearner } from '../src/sapo.js';
-import { LARGE_BASE, readLargeBase, wasmHeapBytes } from './fixtures/large-base.js';
+import { LARGE_BASE, logProbGradient, readLargeBase, wasmHeapBytes } from './fixtures/large-base.js';
 import { writeTinyModel } from './fixtures/tiny-models.js';
 
-/** A forward pass, the log-probs' gradient and greedy sampling: every product with the base. */
+/** A training step's products with the base (the log-probs' gradient), then what the heap grew to. */
 async function exercise(keepPackedWeights: boolean): Promise<{ baseBytes: number; heapBytes: number }> {
   const policy = await PretrainedPolicy.load(LARGE_BASE, readLargeBase, {
     contextLength: 32,
     lora: { rank: 4, seed: 1 },
     keepPackedWeights,
   });
-  const tokens = tf.tensor2d([[1, 2, 3, 4, 5, 6, 7, 8]], undefined, 'int32');
-  const targets = tf.tensor2d([[2, 3, 4, 5, 6, 7, 8, 9]], undefined, 'int32');
-  const { value, grads } = tf.variableGrads(
-    () => tf.mean(policy.tokenLogProbs(tokens, targets)) as tf.Scalar,
-    [...policy.params.values()],
-  );
-  tf.dispose([tokens, targets, value, ...Object.values(grads)]);
+  logProbGradient(policy);
   const baseBytes = policy.baseParameterCount() * 4;
   policy.dispose();
   return { baseBytes, heapBytes: wasmHeapBytes() };

@@ -12,7 +12,7 @@ import '@tensorflow/tfjs-backend-wasm';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { PretrainedPolicy } from '../src/pretrained.js';
 import { generate } from '../src/sample.js';
-import { LARGE_BASE, readLargeBase, wasmHeapBytes } from './fixtures/large-base.js';
+import { LARGE_BASE, logProbGradient, readLargeBase, wasmHeapBytes } from './fixtures/large-base.js';
 
 const load = (keepPackedWeights: 'sampling' | false) =>
   PretrainedPolicy.load(LARGE_BASE, readLargeBase, {
@@ -24,17 +24,6 @@ const load = (keepPackedWeights: 'sampling' | false) =>
 /** Greedy sampling of a few tokens: every product with the base, as sampling runs them. */
 const sample = (policy: PretrainedPolicy) =>
   generate(policy, [[1, 2, 3, 4, 5, 6, 7, 8]], { seed: 1, maxNewTokens: 3, temperature: 0 }).map((c) => c.tokens);
-
-/** The log-probs' gradient: every product with the base, as a step runs them. */
-function step(policy: PretrainedPolicy): void {
-  const tokens = tf.tensor2d([[1, 2, 3, 4, 5, 6, 7, 8]], undefined, 'int32');
-  const targets = tf.tensor2d([[2, 3, 4, 5, 6, 7, 8, 9]], undefined, 'int32');
-  const { value, grads } = tf.variableGrads(
-    () => tf.mean(policy.tokenLogProbs(tokens, targets)) as tf.Scalar,
-    [...policy.params.values()],
-  );
-  tf.dispose([tokens, targets, value, ...Object.values(grads)]);
-}
 
 beforeAll(async () => {
   await tf.setBackend('wasm');
@@ -51,7 +40,7 @@ describe("keepPackedWeights: 'sampling' on wasm", () => {
     const sampled = wasmHeapBytes();
     expect(sampled - start).toBeGreaterThan(1.8 * baseBytes);
 
-    step(policy);
+    logProbGradient(policy);
     // Re-created one tensor at a time through JavaScript: the heap did not grow for it, nor for
     // the step, which reuses the space the packed copies left; no tensor is left behind.
     expect(wasmHeapBytes() - sampled).toBeLessThan(0.1 * baseBytes);
@@ -65,7 +54,7 @@ describe("keepPackedWeights: 'sampling' on wasm", () => {
     // Sampling again packs the base again, in the room it had: the same tokens.
     expect(sample(policy)).toEqual(first);
     expect(wasmHeapBytes() - sampled).toBeLessThan(0.25 * baseBytes);
-    step(policy);
+    logProbGradient(policy);
     expect(tf.memory().numTensors).toBe(tokens);
     policy.dispose();
   });
