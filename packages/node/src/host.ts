@@ -254,7 +254,7 @@ export function parseMultiaddr(text: string, what: string, needPeerId = false): 
   return address;
 }
 
-/** The peer id a bootstrap address names (parseMultiaddr has checked that it names one). */
+/** A libp2p host for a swarm node or seed: its transports, services, limits and the keeper (the module comment has the whole). */
 export async function createHost(options: HostOptions): Promise<Host> {
   const role = options.role ?? 'peer';
   const listen = options.listen ?? ['/ip4/0.0.0.0/tcp/0'];

@@ -229,7 +229,7 @@ const largestWeightBytes = (model: ModelShape) => Math.max(model.vocab, model.in
  * those asked for, whose peak fits; `fits: false` when even one row each does not. Where the
  * backend's packed copies of a frozen base do not fit the step, they are kept while sampling only
  * (keepPackedWeights: 'sampling'); where they do not fit sampling either, the base is held once
- * throughout (false); and when nothing fits, what the smallest needs.
+ * but its vocabulary head ('head'), or all of it once ('false'); and when nothing fits, what the smallest needs.
  */
 export function planMemory(
   model: ModelShape,

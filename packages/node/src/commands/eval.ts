@@ -99,13 +99,8 @@ async function embeddedPolicy(file: string): Promise<Evaluated> {
         `${file} holds LoRA adapters of a model folder (${String(checkpoint.config.base)}): pass that folder as --model`,
       );
     }
-    if (checkpoint.tokenizer !== tokenizer.id) {
-      throw new CheckpointError(
-        'CHECKPOINT_MISMATCH',
-        file,
-        `checkpoint ${file} was trained with tokenizer "${checkpoint.tokenizer}", the embedded model uses "${tokenizer.id}"`,
-      );
-    }
+    if (checkpoint.tokenizer !== tokenizer.id)
+      throw new RangeError(`it was trained with tokenizer "${checkpoint.tokenizer}"`);
     const config = checkpoint.config as unknown as PolicyConfig;
     if (config.vocabSize !== tokenizer.vocabSize) {
       throw new RangeError(`its vocabulary has ${String(config.vocabSize)} ids, the tokenizer ${tokenizer.vocabSize}`);
